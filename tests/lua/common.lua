@@ -1,0 +1,122 @@
+-- What the Lua runner and the Lua tests share: the loopback server, the test
+-- stream of tests/README.md, and small checks. Everything that is not the
+-- operation under test goes through LuaSocket, as users' code would.
+local socket = require "socket"
+
+local M = {}
+
+M.P = 65521 -- the stream's unit length (prime)
+
+-- Command-line options: --name value, repeatable ones collected in lists.
+function M.parse_args(argv, flags, lists)
+  local opts = {}
+  for _, name in ipairs(lists or {}) do opts[name] = {} end
+  local k = 1
+  while k <= #argv do
+    local name = argv[k]:match("^%-%-(.+)$")
+    if not name then error("unexpected argument " .. argv[k], 0) end
+    if flags and flags[name] then
+      opts[name] = true
+      k = k + 1
+    else
+      local value = argv[k + 1]
+      if value == nil then error("--" .. name .. " needs a value", 0) end
+      if opts[name] and type(opts[name]) == "table" then
+        table.insert(opts[name], value)
+      else
+        opts[name] = value
+      end
+      k = k + 2
+    end
+  end
+  return opts
+end
+
+local units = {}
+
+-- The unit of a seed: xorshift32 from the seed's start value, low bytes.
+function M.unit(seed)
+  if units[seed] then return units[seed] end
+  local x = (seed * 2654435761 + 0x7F4A7C15) & 0xFFFFFFFF
+  if x == 0 then x = 1 end
+  local bytes, parts = {}, {}
+  for i = 1, M.P do
+    x = x ~ ((x << 13) & 0xFFFFFFFF)
+    x = x ~ (x >> 17)
+    x = x ~ ((x << 5) & 0xFFFFFFFF)
+    bytes[#bytes + 1] = x & 0xFF
+    if #bytes == 4096 or i == M.P then
+      parts[#parts + 1] = string.char(table.unpack(bytes))
+      bytes = {}
+    end
+  end
+  units[seed] = table.concat(parts)
+  return units[seed]
+end
+
+-- Stream bytes [off, off + len) of a seed.
+function M.stream(seed, off, len)
+  if len <= 0 then return "" end
+  local phase = off % M.P
+  local reps = (phase + len) // M.P + 1
+  return string.rep(M.unit(seed), reps):sub(phase + 1, phase + len)
+end
+
+local function shell_quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+-- Starts the loopback server; returns a handle for stop_server and its port.
+function M.start_server(path)
+  local h = assert(io.popen(shell_quote(path) .. " --idle-exit 60", "r"))
+  local line = h:read("l")
+  local port = line and tonumber(line:match("^PORT (%d+)"))
+  if not port then error("the server did not announce its port: " .. tostring(line), 0) end
+  return { handle = h, port = port }
+end
+
+function M.stop_server(server)
+  local c = socket.connect("127.0.0.1", server.port)
+  if c then
+    c:send("quit\n")
+    c:close()
+  end
+  server.handle:close()
+end
+
+-- A connection that has sent its request ("gen,len=10,seed=3" or with spaces).
+function M.request(server, req)
+  local c = assert(socket.connect("127.0.0.1", server.port))
+  assert(c:send(req:gsub(",", " ") .. "\n"))
+  return c
+end
+
+-- A numeric key of a request, e.g. seed of "gen,len=10,seed=3"; 0 if absent.
+function M.req_value(req, key)
+  return math.tointeger(tonumber(req:match("[, ]" .. key .. "=(%d+)"))) or 0
+end
+
+-- After sending: shut down writing and read the sink's verdict.
+function M.sink_answer(c)
+  c:shutdown("send")
+  local answer = c:receive("*a")
+  local got, match = (answer or ""):match("^got=(%d+) match=(%d+)")
+  return math.tointeger(tonumber(got)), math.tointeger(tonumber(match))
+end
+
+-- Runs f and returns the message it raised; fails if it raised nothing.
+function M.raises(f, ...)
+  local ok, err = pcall(f, ...)
+  if ok then error("expected an error, got none", 2) end
+  return tostring(err)
+end
+
+-- This process's resident set, in bytes.
+function M.rss()
+  local f = assert(io.open("/proc/self/statm"))
+  local _, resident = f:read("n", "n")
+  f:close()
+  return resident * 4096
+end
+
+return M
