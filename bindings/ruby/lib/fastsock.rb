@@ -1,0 +1,171 @@
+# frozen_string_literal: true
+
+# Bulk socket I/O with few copies and few system calls.
+#
+# Every call runs its whole transfer in C with the GVL released: other
+# threads keep running, and Thread#raise, Thread#kill, Timeout.timeout and
+# Ctrl-C interrupt a blocked transfer promptly.
+#
+# A +sock+ is a BasicSocket or any IO (or an object answering +to_io+), or
+# an Integer file descriptor. Bytes the IO has already read ahead (after
+# +gets+) are taken first, never skipped. OpenSSL::SSL::SSLSocket is refused:
+# raw bytes would bypass the encryption.
+#
+# Sizes, offsets and counts are in bytes, whatever a String's encoding.
+#
+# Errors: Errno::* (SystemCallError) from the system, IO::EAGAINWaitReadable
+# and IO::EAGAINWaitWritable for +nonblock: true+, Fastsock::TimeoutError,
+# Fastsock::IncompleteError, ArgumentError and TypeError for bad arguments
+# (before any byte moves), NoMemoryError when +n+ can't be allocated. Every
+# error after part of a transfer carries {TransferError#nbytes}.
+module Fastsock
+  # Mixed into every error a transfer raises (Errno::* instances included):
+  # how much moved before it failed.
+  module TransferError
+    # @return [Integer] bytes received or sent before the error
+    attr_reader :nbytes
+
+    # @return [String, nil] the bytes {Fastsock.recvall} received before the
+    #   error (binary); nil for the other calls, whose bytes are in the
+    #   caller's String
+    attr_reader :partial
+  end
+
+  # The stream ended before the count was reached.
+  class IncompleteError < EOFError
+    include TransferError
+
+    # @return [Integer] the bytes that were asked for
+    attr_reader :expected
+  end
+
+  # The timeout passed before the transfer was complete.
+  TimeoutError = Class.new(defined?(IO::TimeoutError) ? IO::TimeoutError : IOError) do
+    include TransferError
+  end
+end
+
+require "fastsock/native"
+
+module Fastsock
+  class << self
+    # Receives exactly +n+ bytes.
+    #
+    # The result is allocated once, at +n+ bytes, and filled in place.
+    #
+    # @param sock [BasicSocket, IO, Integer]
+    # @param n [Integer] bytes to receive
+    # @param timeout [Numeric, nil] seconds for the whole transfer; nil: no limit
+    # @return [String] +n+ bytes, binary (ASCII-8BIT)
+    # @raise [IncompleteError] end of stream first; +partial+ holds what came
+    # @raise [TimeoutError] +nbytes+ and +partial+ say what came
+    # @raise [NoMemoryError] +n+ bytes can't be allocated
+    def recvall(sock, n, timeout: nil)
+      Native.recvall(sock, n, bulk_timeout(timeout))
+    end
+
+    # Receives exactly +n+ bytes into +buf+ at byte +offset+, in place.
+    #
+    # +buf+ must already hold +offset + n+ bytes: its bytes are overwritten,
+    # never moved, and a range beyond it is an ArgumentError (the same
+    # contract in every language fastsock serves). Its encoding is kept.
+    #
+    # @param sock [BasicSocket, IO, Integer]
+    # @param buf [String] the target; frozen is a FrozenError
+    # @param n [Integer, nil] bytes to receive; nil: up to the end of +buf+
+    # @param offset [Integer] byte offset into +buf+
+    # @param timeout [Numeric, nil] seconds for the whole transfer
+    # @return [Integer] +n+
+    # @raise [IncompleteError] end of stream first; +nbytes+ were written
+    # @raise [TimeoutError] +nbytes+ were written
+    def recvall_into(sock, buf, n = nil, offset = 0, timeout: nil)
+      Native.recvall_into(sock, buf, offset, n, bulk_timeout(timeout))
+    end
+
+    # One receive into +buf+ at byte +offset+: waits until data is there,
+    # then takes what one system call gives (or what the IO had read ahead).
+    #
+    # @param sock [BasicSocket, IO, Integer]
+    # @param buf [String] the target; it must hold +offset + n+ bytes
+    # @param n [Integer, nil] at most this many bytes; nil: up to the end of +buf+
+    # @param offset [Integer] byte offset into +buf+
+    # @param nonblock [Boolean] never wait: IO::EAGAINWaitReadable when nothing is there
+    # @param timeout [Numeric, nil] seconds to wait for data
+    # @return [Integer, nil] bytes received; nil at end of stream, like IO#read(n, buf)
+    def recv_into(sock, buf, n = nil, offset = 0, nonblock: false, timeout: nil)
+      Native.recv_into(sock, buf, offset, n, 0, single_timeout(nonblock, timeout))
+    end
+
+    # One send of +data+[offset, count] (bytes), without slicing: waits
+    # until the socket is writable, then sends what one system call takes.
+    #
+    # Note that this is Fastsock.send: use +__send__+ to call a method by name.
+    #
+    # @param sock [BasicSocket, IO, Integer]
+    # @param data [String]
+    # @param offset [Integer] byte offset into +data+
+    # @param count [Integer, nil] bytes; nil: to the end of +data+
+    # @param nonblock [Boolean] never wait: IO::EAGAINWaitWritable when nothing can be sent
+    # @param timeout [Numeric, nil] seconds to wait for room
+    # @return [Integer] bytes sent
+    # @raise [Errno::EPIPE, Errno::ECONNRESET] the peer is gone (never SIGPIPE)
+    def send(sock, data, offset = 0, count = nil, nonblock: false, timeout: nil)
+      Native.send(sock, data, offset, count, single_timeout(nonblock, timeout))
+    end
+
+    # Sends all of +data+[offset, count] (bytes).
+    #
+    # @param sock [BasicSocket, IO, Integer]
+    # @param data [String]
+    # @param offset [Integer] byte offset into +data+
+    # @param count [Integer, nil] bytes; nil: to the end of +data+
+    # @param timeout [Numeric, nil] seconds for the whole transfer
+    # @return [Integer] bytes sent
+    # @raise [TimeoutError] +nbytes+ went out
+    def sendall(sock, data, offset = 0, count = nil, timeout: nil)
+      Native.sendall(sock, data, offset, count, bulk_timeout(timeout))
+    end
+
+    # Sends +count+ bytes of +file+ from byte +offset+ with sendfile(2),
+    # falling back to read and send where the kernel can't (a pipe).
+    #
+    # As Python's socket.sendfile: +offset+ counts from the start of the
+    # file, not from its position, and afterwards the position is
+    # +offset+ plus the bytes sent (also after an error).
+    #
+    # @param sock [BasicSocket, IO, Integer]
+    # @param file [File, IO, Integer]
+    # @param offset [Integer] byte offset into the file (0 for a pipe)
+    # @param count [Integer, nil] bytes; nil or beyond the end: to the end
+    # @param timeout [Numeric, nil] seconds for the whole transfer
+    # @return [Integer] bytes sent
+    def sendfile(sock, file, offset = 0, count = nil, timeout: nil)
+      Native.sendfile(sock, file, offset, count, bulk_timeout(timeout))
+    end
+
+    # @return [Integer] recv system calls the last {recvall} or
+    #   {recvall_into} of this thread made
+    def recvall_cycles
+      Native.recvall_cycles
+    end
+
+    private
+
+    # The all-or-nothing calls have no non-blocking form: a transfer that
+    # stops half-way has to be resumed by the caller (use recv_into/send
+    # with nonblock: true for that).
+    def bulk_timeout(timeout)
+      return nil if timeout.nil?
+      raise TypeError, "timeout must be Numeric or nil, not #{timeout.class}" unless timeout.is_a?(Numeric)
+      raise ArgumentError, "timeout must be > 0 seconds (or nil)" unless timeout.positive?
+
+      timeout
+    end
+
+    def single_timeout(nonblock, timeout)
+      return 0 if nonblock
+
+      bulk_timeout(timeout)
+    end
+  end
+end

@@ -1,0 +1,386 @@
+# frozen_string_literal: true
+
+# The Ruby conformance runner: every case of tests/cases.txt through
+# Fastsock, against the loopback server. The checks are tests/README.md's.
+#
+#   ruby run_cases.rb --server PATH --cases PATH [--only NAME]...
+#   ruby run_cases.rb --list --cases PATH
+require "fastsock"
+require "socket"
+require "tempfile"
+require_relative "loopback"
+
+LANG = "ruby"
+OPS = %w[recvall recvall_into recv_into send sendall sendfile].freeze
+EXPECTS = %w[ok closed timeout reset peer_gone badarg badsock nomem wouldblock].freeze
+SOCKS = %w[fd int notsock closed].freeze
+INT_KEYS = %w[n bufsize offset count datalen result result_max moved moved_min cycles_max].freeze
+KEYS = (%w[op req sock file timeout expect] + INT_KEYS).freeze
+SENTINEL = 0xA5
+
+Case = Struct.new(:name, :keys)
+
+# Parses the case file; raises with every problem if a case uses a key or a
+# value this runner does not implement.
+def load_cases(path)
+  cases = []
+  problems = []
+  File.foreach(path).with_index(1) do |raw, lineno|
+    line = raw.sub(/#.*/, "").strip
+    next if line.empty?
+
+    name, *tokens = line.split
+    keys = {}
+    overrides = {}
+    tokens.each do |tok|
+      key, value = tok.split("=", 2)
+      if value.nil?
+        problems << "#{name} (line #{lineno}): #{tok.inspect} is not key=value"
+        next
+      end
+      base, lang = key.split("@", 2)
+      if lang.nil?
+        keys[base] = value
+      elsif lang == LANG
+        overrides[base] = value
+      end
+      problems << "#{name}: unknown key #{base}" unless KEYS.include?(base)
+    end
+    keys.merge!(overrides)
+    problems.concat(check_values(name, keys))
+    cases << Case.new(name, keys)
+  end
+  raise problems.join("\n") unless problems.empty?
+
+  cases
+end
+
+def check_values(name, keys)
+  bad = []
+  bad << "#{name}: op #{keys['op'].inspect}" unless OPS.include?(keys["op"])
+  bad << "#{name}: expect #{keys['expect'].inspect}" unless EXPECTS.include?(keys["expect"])
+  bad << "#{name}: sock #{keys['sock']}" if keys.key?("sock") && !SOCKS.include?(keys["sock"])
+  bad << "#{name}: no req" unless keys["req"]
+  if keys.key?("file") && keys["file"] !~ /\A(regular:\d+|empty|pipe:\d+)\z/
+    bad << "#{name}: file #{keys['file']}"
+  end
+  INT_KEYS.each do |k|
+    bad << "#{name}: #{k}=#{keys[k]} is not an integer" if keys.key?(k) && keys[k] !~ /\A-?\d+\z/
+  end
+  if keys.key?("timeout") && !(Float(keys["timeout"], exception: false)&.>= 0)
+    bad << "#{name}: timeout=#{keys['timeout']}"
+  end
+  bad
+end
+
+def int(keys, key)
+  keys.key?(key) ? Integer(keys[key], 10) : nil
+end
+
+def request_params(req)
+  params = req.split(",").drop(1).to_h { |kv| kv.split("=", 2) }
+  [Integer(params.fetch("seed", "0")), Integer(params.fetch("off", "0"))]
+end
+
+# What the case's outcome is called in cases.txt.
+def classify(exc)
+  case exc
+  when nil then "ok"
+  when Fastsock::IncompleteError then "closed"
+  when Fastsock::TimeoutError then "timeout"
+  when IO::EAGAINWaitReadable, IO::EAGAINWaitWritable then "wouldblock"
+  when Errno::ECONNRESET then "reset"
+  when Errno::EPIPE then "peer_gone"
+  when NoMemoryError then "nomem"
+  when ArgumentError, RangeError then "badarg"
+  when TypeError, Errno::ENOTSOCK, Errno::EBADF, IOError then "badsock"
+  else "error #{exc.class}: #{exc.message}"
+  end
+end
+
+def outcome_matches?(expect, got)
+  return true if expect == got
+  return true if expect == "peer_gone" && got == "reset"
+  # A wrong type is both a bad argument and a bad socket.
+  false
+end
+
+class Runner
+  def initialize(server)
+    @server = server
+    @portable = ENV["FASTSOCK_PORTABLE_BUILD"] == "1"
+  end
+
+  def run(kase)
+    @closers = []
+    keys = kase.keys
+    seed, off = request_params(keys["req"])
+    conn = @server.connect(keys["req"])
+    @closers << conn
+    sock = socket_arg(keys["sock"] || "fd", conn)
+    outcome = perform(keys, sock, conn, seed, off)
+    check(keys, outcome, conn, seed, off)
+  ensure
+    @closers&.reverse_each { |io| io.close unless io.closed? }
+  end
+
+  private
+
+  Outcome = Struct.new(:exc, :result, :moved, :data, :buf, :file, :eof)
+
+  Joiner = Struct.new(:thread) do
+    def close = thread.join(10)
+    def closed? = !thread.alive?
+  end
+
+  def socket_arg(kind, conn)
+    case kind
+    when "fd" then conn
+    when "int" then conn.fileno
+    when "notsock"
+      f = Tempfile.create("fastsock-notsock")
+      File.unlink(f.path)
+      f.write("x" * 64)
+      f.flush
+      @closers << f
+      f.fileno
+    when "closed"
+      a, b = UNIXSocket.pair
+      a.close
+      b.close
+      a
+    end
+  end
+
+  def timeout_kw(keys, single:)
+    return {} unless keys.key?("timeout")
+
+    t = Float(keys["timeout"])
+    return { nonblock: true } if t.zero? && single
+
+    { timeout: t }
+  end
+
+  def perform(keys, sock, conn, seed, off)
+    o = Outcome.new
+    n = int(keys, "n")
+    offset = int(keys, "offset") || 0
+    count = int(keys, "count")
+    begin
+      case keys["op"]
+      when "recvall"
+        o.data = Fastsock.recvall(sock, n, **timeout_kw(keys, single: false))
+        o.result = o.data.bytesize
+      when "recvall_into"
+        o.buf = ("\xA5".b * int(keys, "bufsize"))
+        o.result = Fastsock.recvall_into(sock, o.buf, n, offset, **timeout_kw(keys, single: false))
+      when "recv_into"
+        o.buf = ("\xA5".b * int(keys, "bufsize"))
+        got = Fastsock.recv_into(sock, o.buf, n, offset, **timeout_kw(keys, single: true))
+        o.eof = got.nil?
+        o.result = got || 0
+      when "send"
+        data = Loopback.stream(seed, 0, int(keys, "datalen"))
+        o.result = Fastsock.send(sock, data, offset, count, **timeout_kw(keys, single: true))
+      when "sendall"
+        data = Loopback.stream(seed, 0, int(keys, "datalen"))
+        o.result = Fastsock.sendall(sock, data, offset, count, **timeout_kw(keys, single: false))
+      when "sendfile"
+        o.file = file_arg(keys["file"], seed)
+        o.result = Fastsock.sendfile(sock, o.file, offset, count, **timeout_kw(keys, single: false))
+      end
+      o.moved = o.result
+    rescue NoMemoryError, StandardError => e
+      o.exc = e
+      o.moved = e.respond_to?(:nbytes) ? e.nbytes : nil
+      o.data = e.partial if e.respond_to?(:partial)
+    end
+    o
+  end
+
+  def file_arg(spec, seed)
+    kind, len = spec.split(":")
+    len = Integer(len || "0")
+    case kind
+    when "regular", "empty"
+      f = Tempfile.create("fastsock-sendfile")
+      File.unlink(f.path)
+      @closers << f
+      f.binmode
+      f.write(Loopback.stream(seed, 0, len))
+      f.flush
+      f.rewind
+      f
+    when "pipe"
+      r, w = IO.pipe
+      writer = Thread.new do
+        w.write(Loopback.stream(seed, 0, len))
+      rescue Errno::EPIPE, IOError
+        nil # the case sent less than the pipe holds and closed it
+      ensure
+        w.close unless w.closed?
+      end
+      # Closed in reverse: the reader first, so that a writer still blocked
+      # (the case sent less than the pipe holds) fails, then it is joined.
+      @closers << Joiner.new(writer) << w << r
+      r
+    end
+  end
+
+  def check(keys, o, conn, seed, off)
+    expect = keys["expect"]
+    got = classify(o.exc)
+    unless outcome_matches?(expect, got)
+      detail = o.exc ? "#{o.exc.class}: #{o.exc.message}" : "returned #{o.result.inspect}"
+      return "expected #{expect}, got #{got} (#{detail})"
+    end
+    receive = %w[recvall recvall_into recv_into].include?(keys["op"])
+
+    if expect == "ok"
+      r = int(keys, "result")
+      return "result #{o.result}, expected #{r}" if r && o.result != r
+      rmax = int(keys, "result_max")
+      return "result #{o.result} above #{rmax}" if rmax && o.result > rmax
+      if keys["op"] == "recv_into" && o.eof != (o.result.zero? && (int(keys, "n") || 1).positive?)
+        return "recv_into returned #{o.eof ? 'nil' : o.result} (nil is end of stream only)"
+      end
+    elsif %w[badarg badsock nomem].include?(expect)
+      o.moved = 0
+    else
+      return "#{o.exc.class} does not carry nbytes" if o.moved.nil?
+      m = int(keys, "moved")
+      return "moved #{o.moved}, expected #{m}" if m && o.moved != m
+      mmin = int(keys, "moved_min")
+      return "moved #{o.moved}, expected at least #{mmin}" if mmin && o.moved < mmin
+    end
+
+    if receive
+      problem = check_received(keys, o, seed, off)
+      return problem if problem
+
+      if %w[badarg badsock nomem].include?(expect)
+        first = read_one(conn)
+        return "after a refused call the next byte is #{first.inspect}, not the stream's first" \
+          unless first == Loopback.stream(seed, off, 1)
+      end
+    else
+      problem = check_sent(keys, o, conn)
+      return problem if problem
+    end
+
+    if keys["op"].start_with?("recvall") && expect == "ok" && keys.key?("cycles_max") && !@portable
+      cycles = Fastsock.recvall_cycles
+      return "#{cycles} recv calls, expected at most #{keys['cycles_max']}" if cycles > int(keys, "cycles_max")
+    end
+    nil
+  end
+
+  def check_received(keys, o, seed, off)
+    moved = o.moved || 0
+    if keys["op"] == "recvall"
+      if o.data
+        return "result is #{o.data.encoding}, not ASCII-8BIT" unless o.data.encoding == Encoding::BINARY
+        return "#{o.data.bytesize} bytes reported, #{moved} moved" unless o.data.bytesize == moved
+        return "received bytes differ from the stream" unless o.data == Loopback.stream(seed, off, moved)
+      elsif o.exc && !%w[badarg badsock nomem].include?(keys["expect"])
+        return "#{o.exc.class} carries no partial data"
+      end
+      return nil
+    end
+    buf = o.buf
+    size = int(keys, "bufsize")
+    return "the buffer's size changed to #{buf.bytesize}" unless buf.bytesize == size
+
+    offset = int(keys, "offset") || 0
+    offset = 0 if offset.negative? || offset > size
+    got = buf.byteslice(offset, moved)
+    return "received bytes differ from the stream" unless got == Loopback.stream(seed, off, moved)
+
+    outside = buf.byteslice(0, offset) + buf.byteslice(offset + moved, size)
+    return "bytes outside [offset, offset + moved) were written" unless outside.bytes.all?(SENTINEL)
+
+    nil
+  end
+
+  def check_sent(keys, o, conn)
+    sent = o.moved || 0
+    if keys["op"] == "sendfile" && keys["file"].start_with?("regular", "empty") && o.file && \
+       !%w[badarg badsock].include?(keys["expect"])
+      want = (int(keys, "offset") || 0) + sent
+      return "file position #{o.file.pos}, expected #{want}" unless o.file.pos == want
+    end
+    # A sink that resets on purpose has no answer to give.
+    return nil if keys["req"].include?("reset=")
+
+    got, match = Loopback.sink_answer(conn)
+    return "the sink got #{got} bytes, the call reported #{sent}" unless got == sent
+    return "the sink got #{got} bytes but only #{match} match the stream" unless match == got
+
+    nil
+  end
+
+  def read_one(conn)
+    return nil unless conn.wait_readable(10)
+
+    conn.read_nonblock(1, exception: false)
+  end
+end
+
+def main(argv)
+  server_path = cases_path = nil
+  list = false
+  only = []
+  until argv.empty?
+    arg = argv.shift
+    case arg
+    when "--server" then server_path = argv.shift
+    when "--cases" then cases_path = argv.shift
+    when "--list" then list = true
+    when "--only" then only << argv.shift
+    else
+      warn "usage: run_cases.rb (--server PATH --cases PATH [--only NAME]... | --list --cases PATH)"
+      return 2
+    end
+  end
+  abort "--cases PATH is required" unless cases_path
+  begin
+    cases = load_cases(cases_path)
+  rescue RuntimeError => e
+    warn e.message
+    return 1
+  end
+  if list
+    cases.each { |c| puts c.name }
+    return 0
+  end
+  abort "--server PATH is required" unless server_path
+  unless only.empty?
+    unknown = only - cases.map(&:name)
+    abort "no such case: #{unknown.join(', ')}" unless unknown.empty?
+    cases = cases.select { |c| only.include?(c.name) }
+  end
+
+  server = Loopback::Server.new(server_path)
+  runner = Runner.new(server)
+  passed = failed = 0
+  cases.each do |c|
+    problem = begin
+      runner.run(c)
+    rescue StandardError => e
+      "runner error #{e.class}: #{e.message} (#{e.backtrace&.first})"
+    end
+    if problem
+      failed += 1
+      puts "FAIL #{c.name}: #{problem}"
+    else
+      passed += 1
+      puts "ok #{c.name}"
+    end
+    $stdout.flush
+  end
+  server.stop
+  puts "#{passed} passed, #{failed} failed"
+  failed.zero? ? 0 : 1
+end
+
+exit(main(ARGV.dup))
