@@ -1,0 +1,574 @@
+/*
+ * Python entry file: Python's typemaps for the language-neutral interface.
+ *
+ * The extension is fastsock._fastsock; the fastsock package (bindings/python)
+ * gives it keyword arguments, docstrings and IncompleteError. Users never
+ * call it directly.
+ *
+ * Every function's first argument is SOCK, so its typemap declares the one
+ * per-call record (`call`, which SWIG names `call1`) that the later typemaps
+ * fill in and read: the socket object (for its timeout), the buffer's length,
+ * offset and count (for error messages) and the ctl the core updates.
+ *
+ * Build with `swig -threads`: every wrapper keeps the GIL (%nothread) except
+ * the transfers, which release it once around the whole core call. recvall
+ * allocates its result with the GIL held and so releases it itself.
+ */
+%module(package="fastsock") _fastsock
+
+%begin %{
+#define PY_SSIZE_T_CLEAN
+%}
+
+%{
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "fastsock.h"
+
+#ifndef SWIG_PYTHON_THREADS
+#error "fastsock's Python module must be generated with swig -threads: the transfers release the GIL"
+#endif
+
+typedef struct fastsock_py_call {
+    PyObject *sock;   /* borrowed; NULL when the socket was an int fd */
+    size_t len;       /* of the buffer, once converted */
+    size_t offset;
+    size_t count;     /* FASTSOCK_ALL: to the end */
+    fastsock_ctl ctl;
+} fastsock_py_call;
+
+#define FASTSOCK_PY_CALL_INIT { NULL, 0, 0, FASTSOCK_ALL, FASTSOCK_CTL_INIT }
+
+/* Interned once at import: looked up on every call. */
+static PyObject *fastsock_py_str_fileno;
+static PyObject *fastsock_py_str_gettimeout;
+static PyObject *fastsock_py_str_ssl;
+static PyObject *fastsock_py_str_nbytes;
+static PyObject *fastsock_py_str_partial;
+/* fastsock.IncompleteError, registered by the package at import. */
+static PyObject *fastsock_py_incomplete_error;
+
+static int fastsock_py_is_recv(const char *fn)
+{
+    return strncmp(fn, "recv", 4) == 0;
+}
+
+/* recvall, recvall_into, sendall and sendfile promise all or nothing, which a
+ * non-blocking socket cannot give: they refuse it as socket.sendfile does. */
+static int fastsock_py_is_bulk(const char *fn)
+{
+    return strcmp(fn, "recv_into") != 0 && strcmp(fn, "send") != 0;
+}
+
+static void fastsock_py_set_errno(int err)
+{
+    /* OSError(errno, message) picks the subclass (ConnectionResetError, ...)
+     * exactly as the socket module's errors do. */
+    PyObject *exc = PyObject_CallFunction(PyExc_OSError, "is", err, strerror(err));
+    if (exc != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+}
+
+/* An ssl.SSLSocket hands out its raw fd, and bytes moved on it would bypass
+ * TLS. If the ssl module was never imported, no object can be one. */
+static int fastsock_py_refuse_tls(PyObject *obj, const char *fn)
+{
+    PyObject *ssl = PyImport_GetModule(fastsock_py_str_ssl);
+    if (ssl == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    PyObject *cls = PyObject_GetAttrString(ssl, "SSLSocket");
+    Py_DECREF(ssl);
+    if (cls == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int is_tls = PyObject_IsInstance(obj, cls);
+    Py_DECREF(cls);
+    if (is_tls > 0)
+        PyErr_Format(PyExc_TypeError,
+                     "%s() cannot use an ssl.SSLSocket: raw bytes would bypass TLS; "
+                     "use the SSLSocket's own methods", fn);
+    return is_tls != 0 ? -1 : 0;
+}
+
+/* A socket.socket, anything with fileno(), or an int fd. */
+static int fastsock_py_fd(PyObject *obj, int *fd, const char *fn, const char *what)
+{
+    PyObject *num;
+    if (PyLong_Check(obj)) {
+        num = obj;
+        Py_INCREF(num);
+    } else {
+        PyObject *meth = PyObject_GetAttr(obj, fastsock_py_str_fileno);
+        if (meth == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                return -1;
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError,
+                         "%s() argument '%s' must be a %s, an object with fileno() or an int, not %.100s",
+                         fn, what, strcmp(what, "sock") == 0 ? "socket" : "file",
+                         Py_TYPE(obj)->tp_name);
+            return -1;
+        }
+        num = PyObject_CallNoArgs(meth);
+        Py_DECREF(meth);
+        if (num == NULL)
+            return -1;
+        if (!PyLong_Check(num)) {
+            PyErr_Format(PyExc_TypeError, "fileno() returned %.100s, not int", Py_TYPE(num)->tp_name);
+            Py_DECREF(num);
+            return -1;
+        }
+    }
+    int overflow;
+    long v = PyLong_AsLongAndOverflow(num, &overflow);
+    Py_DECREF(num);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    /* A closed socket.socket reports -1: the socket module's own calls fail
+     * with EBADF then, and so do these. */
+    if (overflow != 0 || v < 0 || v > INT_MAX) {
+        fastsock_py_set_errno(EBADF);
+        return -1;
+    }
+    *fd = (int)v;
+    return 0;
+}
+
+static int fastsock_py_socket(PyObject *obj, int *fd, fastsock_py_call *call, const char *fn)
+{
+    if (!PyLong_Check(obj)) {
+        if (fastsock_py_refuse_tls(obj, fn) < 0)
+            return -1;
+        call->sock = obj;
+    }
+    return fastsock_py_fd(obj, fd, fn, "sock");
+}
+
+/* Seconds (int, float) or None -> milliseconds, rounded up as the socket
+ * module rounds timeouts; -1 for None. */
+static int fastsock_py_seconds(PyObject *obj, int64_t *ms)
+{
+    if (obj == Py_None) {
+        *ms = -1;
+        return 0;
+    }
+    double s = PyFloat_AsDouble(obj);
+    if (s == -1.0 && PyErr_Occurred())
+        return -1;
+    if (isnan(s)) {
+        PyErr_SetString(PyExc_ValueError, "Invalid value NaN (not a number)");
+        return -1;
+    }
+    if (s < 0) {
+        PyErr_SetString(PyExc_ValueError, "Timeout value out of range");
+        return -1;
+    }
+    double v = ceil(s * 1000.0);
+    if (v >= 9.2e18) {
+        PyErr_SetString(PyExc_OverflowError, "timeout too large");
+        return -1;
+    }
+    *ms = (int64_t)v;
+    return 0;
+}
+
+/* The timeout argument: Ellipsis means the socket's own gettimeout(). */
+static int fastsock_py_timeout(PyObject *obj, fastsock_py_call *call, const char *fn)
+{
+    int own = obj == Py_Ellipsis;
+    if (own) {
+        call->ctl.timeout_ms = -1; /* an int fd, or an object without gettimeout */
+        if (call->sock != NULL) {
+            PyObject *meth = PyObject_GetAttr(call->sock, fastsock_py_str_gettimeout);
+            if (meth == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                    return -1;
+                PyErr_Clear();
+            } else {
+                PyObject *t = PyObject_CallNoArgs(meth);
+                Py_DECREF(meth);
+                if (t == NULL)
+                    return -1;
+                int rc = fastsock_py_seconds(t, &call->ctl.timeout_ms);
+                Py_DECREF(t);
+                if (rc < 0)
+                    return -1;
+            }
+        }
+    } else if (fastsock_py_seconds(obj, &call->ctl.timeout_ms) < 0) {
+        return -1;
+    }
+    if (call->ctl.timeout_ms == 0 && fastsock_py_is_bulk(fn)) {
+        if (own)
+            PyErr_SetString(PyExc_ValueError, "non-blocking sockets are not supported");
+        else
+            PyErr_Format(PyExc_ValueError,
+                         "%s() does not support timeout=0: it moves all or nothing; "
+                         "use recv_into() or send() for non-blocking use", fn);
+        return -1;
+    }
+    return 0;
+}
+
+/* Runs the signal handlers while a transfer waits without the GIL (PEP 475):
+ * the transfer resumes unless one raised, and then stops with its exception
+ * pending, to be raised once the GIL is back. */
+static int fastsock_py_on_interrupt(void *arg)
+{
+    (void)arg;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int rc = PyErr_CheckSignals();
+    PyGILState_Release(gil);
+    return rc < 0 ? -EINTR : 0;
+}
+
+static int fastsock_py_ctl(PyObject *timeout, fastsock_py_call *call, const char *fn)
+{
+    if (fastsock_py_timeout(timeout, call, fn) < 0)
+        return -1;
+    call->ctl.on_interrupt = fastsock_py_on_interrupt;
+    call->ctl.interrupt_arg = NULL;
+    return 0;
+}
+
+/* Any buffer-protocol object, never copied. The caller releases view. */
+static int fastsock_py_buffer(PyObject *obj, Py_buffer *view, int writable, const char *fn,
+                              fastsock_py_call *call)
+{
+    if (PyObject_GetBuffer(obj, view, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0) {
+        /* Read-only or not a buffer at all: a TypeError, as socket.recv_into
+         * and socket.send say. */
+        if (!PyErr_ExceptionMatches(PyExc_TypeError) && !PyErr_ExceptionMatches(PyExc_BufferError))
+            return -1;
+        PyErr_Clear();
+        if (writable)
+            PyErr_Format(PyExc_TypeError,
+                         "%s() argument 'buffer' must be read-write bytes-like object, not %.100s",
+                         fn, Py_TYPE(obj)->tp_name);
+        else
+            PyErr_Format(PyExc_TypeError, "a bytes-like object is required, not '%.100s'",
+                         Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    call->len = (size_t)view->len;
+    return 0;
+}
+
+/* A non-negative int -> size_t. For counts, None means "to the end". */
+static int fastsock_py_size(PyObject *obj, size_t *out, int is_count, const char *fn)
+{
+    const char *name = is_count ? (fastsock_py_is_recv(fn) ? "nbytes" : "count") : "offset";
+    if (is_count && obj == Py_None) {
+        *out = FASTSOCK_ALL;
+        return 0;
+    }
+    PyObject *num = PyNumber_Index(obj);
+    if (num == NULL)
+        return -1;
+    int sign = _PyLong_Sign(num);
+    if (sign < 0) {
+        Py_DECREF(num);
+        if (is_count && strcmp(fn, "recv_into") == 0)
+            PyErr_SetString(PyExc_ValueError, "negative buffersize in recv_into");
+        else
+            PyErr_Format(PyExc_ValueError, "%s() argument '%s' must not be negative", fn, name);
+        return -1;
+    }
+    size_t v = PyLong_AsSize_t(num);
+    Py_DECREF(num);
+    if (v == (size_t)-1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            return -1;
+        PyErr_Clear();
+    }
+    /* Beyond any buffer; and SIZE_MAX must not turn into FASTSOCK_ALL. Left
+     * to the core, which refuses it with the range error. */
+    *out = v == FASTSOCK_ALL ? FASTSOCK_ALL - 1 : v;
+    return 0;
+}
+
+static int fastsock_py_file_offset(PyObject *obj, int64_t *out, const char *fn)
+{
+    PyObject *num = PyNumber_Index(obj);
+    if (num == NULL)
+        return -1;
+    long long v = PyLong_AsLongLong(num);
+    Py_DECREF(num);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (v < 0) {
+        PyErr_Format(PyExc_ValueError, "%s() argument 'offset' must not be negative", fn);
+        return -1;
+    }
+    *out = (int64_t)v;
+    return 0;
+}
+
+static void fastsock_py_set_attr(PyObject *exc, PyObject *name, PyObject *value)
+{
+    /* Best effort: an exception type without a __dict__ keeps its message. */
+    if (value == NULL || PyObject_SetAttr(exc, name, value) < 0)
+        PyErr_Clear();
+}
+
+/* Tells how much moved on an exception, and for recvall which bytes. */
+static void fastsock_py_annotate(PyObject *exc, size_t moved, PyObject *partial)
+{
+    PyObject *n = PyLong_FromSize_t(moved);
+    fastsock_py_set_attr(exc, fastsock_py_str_nbytes, n);
+    Py_XDECREF(n);
+    if (partial != NULL)
+        fastsock_py_set_attr(exc, fastsock_py_str_partial, partial);
+}
+
+/* A signal handler raised during the transfer: its exception is pending. */
+static void fastsock_py_annotate_pending(size_t moved, PyObject *partial)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *exc = PyErr_GetRaisedException();
+    fastsock_py_annotate(exc, moved, partial);
+    PyErr_SetRaisedException(exc);
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL)
+        PyException_SetTraceback(value, tb);
+    if (value != NULL)
+        fastsock_py_annotate(value, moved, partial);
+    PyErr_Restore(type, value, tb);
+#endif
+}
+
+/* Raises the Python error for a negative core result. partial: recvall's
+ * bytes received so far (NULL for the other calls). */
+static void fastsock_py_raise(fastsock_result rc, const fastsock_py_call *call, const char *fn,
+                              PyObject *partial)
+{
+    size_t moved = call->ctl.moved;
+    int recv = fastsock_py_is_recv(fn);
+    PyObject *exc = NULL;
+    if (rc == -EINTR && PyErr_Occurred()) {
+        fastsock_py_annotate_pending(moved, partial);
+        return;
+    }
+    switch (rc) {
+    case FASTSOCK_EOFFSET:
+        PyErr_Format(PyExc_ValueError, "offset is greater than the length of the %s",
+                     recv ? "buffer" : "data");
+        return;
+    case FASTSOCK_ECOUNT:
+        if (recv)
+            PyErr_SetString(PyExc_ValueError, call->offset == 0
+                                ? "nbytes is greater than the length of the buffer"
+                                : "offset + nbytes is greater than the length of the buffer");
+        else
+            PyErr_SetString(PyExc_ValueError, "offset + count is greater than the length of the data");
+        return;
+    case FASTSOCK_EOF: {
+        size_t expected = call->count == FASTSOCK_ALL ? call->len - call->offset : call->count;
+        PyObject *cls = fastsock_py_incomplete_error ? fastsock_py_incomplete_error : PyExc_EOFError;
+        exc = PyObject_CallFunction(cls, "Onn", partial ? partial : Py_None, (Py_ssize_t)expected,
+                                    (Py_ssize_t)moved);
+        break;
+    }
+    case -ETIMEDOUT:
+        exc = PyObject_CallFunction(PyExc_TimeoutError, "s", "timed out");
+        break;
+    default:
+        exc = PyObject_CallFunction(PyExc_OSError, "is", (int)-rc, fastsock_strerror(rc));
+        break;
+    }
+    if (exc == NULL)
+        return;
+    fastsock_py_annotate(exc, moved, partial);
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_DECREF(exc);
+}
+
+/* recvall: one bytes object at the final size, filled in place by the core
+ * without the GIL; on failure shrunk (no copy) to what arrived. */
+static PyObject *fastsock_py_recvall(int fd, PyObject *n_obj, fastsock_ctl *ctl)
+{
+    /* The RECVALL_CTL typemap hands over the ctl inside the call record. */
+    fastsock_py_call *call = (fastsock_py_call *)((char *)ctl - offsetof(fastsock_py_call, ctl));
+    PyObject *num = PyNumber_Index(n_obj);
+    if (num == NULL)
+        return NULL;
+    int sign = _PyLong_Sign(num);
+    Py_ssize_t n = PyLong_AsSsize_t(num);
+    Py_DECREF(num);
+    if (sign < 0) {
+        PyErr_SetString(PyExc_ValueError, "recvall() argument 'n' must not be negative");
+        return NULL;
+    }
+    if (n == -1 && PyErr_Occurred()) {
+        /* More than any allocation can hold: the same MemoryError as a size
+         * that fits but cannot be allocated. */
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_MemoryError, "recvall() cannot allocate %R bytes", n_obj);
+        }
+        return NULL;
+    }
+    PyObject *bytes = PyBytes_FromStringAndSize(NULL, n); /* not zero-filled */
+    if (bytes == NULL)
+        return NULL;
+    call->len = call->count = (size_t)n;
+    fastsock_result rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = fastsock_recvall(fd, PyBytes_AS_STRING(bytes), (size_t)n, 0, (size_t)n, ctl);
+    Py_END_ALLOW_THREADS
+    if (rc >= 0)
+        return bytes;
+    /* A signal handler's exception may be pending: resize with it set aside.
+     * Shrinking reallocates in place (mremap for large sizes): no copy. */
+    int resized;
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *pending = PyErr_GetRaisedException();
+    resized = _PyBytes_Resize(&bytes, (Py_ssize_t)ctl->moved);
+    if (resized < 0)
+        Py_XDECREF(pending);
+    else
+        PyErr_SetRaisedException(pending);
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    resized = _PyBytes_Resize(&bytes, (Py_ssize_t)ctl->moved);
+    if (resized < 0) {
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+    } else {
+        PyErr_Restore(type, value, tb);
+    }
+#endif
+    if (resized < 0)
+        return NULL; /* bytes is gone and MemoryError set */
+    fastsock_py_raise(rc, call, "recvall", bytes);
+    Py_DECREF(bytes);
+    return NULL;
+}
+
+static PyObject *fastsock_py_set_incomplete_error(PyObject *cls)
+{
+    if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, (PyTypeObject *)PyExc_EOFError)) {
+        PyErr_SetString(PyExc_TypeError, "IncompleteError must be a subclass of EOFError");
+        return NULL;
+    }
+    Py_INCREF(cls);
+    Py_XSETREF(fastsock_py_incomplete_error, cls);
+    Py_RETURN_NONE;
+}
+%}
+
+%init %{
+    fastsock_py_str_fileno = PyUnicode_InternFromString("fileno");
+    fastsock_py_str_gettimeout = PyUnicode_InternFromString("gettimeout");
+    fastsock_py_str_ssl = PyUnicode_InternFromString("ssl");
+    fastsock_py_str_nbytes = PyUnicode_InternFromString("nbytes");
+    fastsock_py_str_partial = PyUnicode_InternFromString("partial");
+    if (!fastsock_py_str_fileno || !fastsock_py_str_gettimeout || !fastsock_py_str_ssl ||
+        !fastsock_py_str_nbytes || !fastsock_py_str_partial)
+        return NULL;
+%}
+
+/* ---- typemaps, by parameter name (see fastsock.i) ------------------------ */
+
+%typemap(in) int SOCK (fastsock_py_call call = FASTSOCK_PY_CALL_INIT) {
+    if (fastsock_py_socket($input, &$1, &call, "$symname") < 0)
+        SWIG_fail;
+}
+
+%typemap(in) int FILE {
+    if (fastsock_py_fd($input, &$1, "$symname", "file") < 0)
+        SWIG_fail;
+}
+
+%typemap(in) (void *BUF, size_t LEN) (Py_buffer view = {0}) {
+    if (fastsock_py_buffer($input, &view, 1, "$symname", &call1) < 0)
+        SWIG_fail;
+    $1 = view.buf;
+    $2 = (size_t)view.len;
+}
+%typemap(freearg) (void *BUF, size_t LEN) {
+    PyBuffer_Release(&view$argnum);
+}
+
+%typemap(in) (const void *DATA, size_t LEN) (Py_buffer view = {0}) {
+    if (fastsock_py_buffer($input, &view, 0, "$symname", &call1) < 0)
+        SWIG_fail;
+    $1 = view.buf;
+    $2 = (size_t)view.len;
+}
+%typemap(freearg) (const void *DATA, size_t LEN) {
+    PyBuffer_Release(&view$argnum);
+}
+
+%typemap(in) size_t OFFSET {
+    if (fastsock_py_size($input, &$1, 0, "$symname") < 0)
+        SWIG_fail;
+    call1.offset = $1;
+}
+
+%typemap(in) int64_t OFFSET {
+    if (fastsock_py_file_offset($input, &$1, "$symname") < 0)
+        SWIG_fail;
+}
+
+%typemap(in) size_t COUNT {
+    if (fastsock_py_size($input, &$1, 1, "$symname") < 0)
+        SWIG_fail;
+    call1.count = $1;
+}
+
+%typemap(in) int flags {
+    long v = PyLong_AsLong($input);
+    if (v == -1 && PyErr_Occurred())
+        SWIG_fail;
+    if (v < INT_MIN || v > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "flags out of range");
+        SWIG_fail;
+    }
+    $1 = (int)v;
+}
+
+/* The timeout: seconds, None for no limit, Ellipsis for the socket's own. */
+%typemap(in) fastsock_ctl *CTL, fastsock_ctl *RECVALL_CTL {
+    if (fastsock_py_ctl($input, &call1, "$symname") < 0)
+        SWIG_fail;
+    $1 = &call1.ctl;
+}
+
+%typemap(out) fastsock_result {
+    if ($1 < 0) {
+        fastsock_py_raise($1, &call1, "$symname", NULL);
+        SWIG_fail;
+    }
+    $result = PyLong_FromSsize_t($1);
+}
+
+/* ---- the operations -------------------------------------------------------- */
+
+/* The GIL stays held except across the transfers. */
+%nothread;
+%thread fastsock_recvall;
+%thread fastsock_recv;
+%thread fastsock_send;
+%thread fastsock_sendall;
+%thread fastsock_sendfile;
+
+%include "fastsock.i"
+
+%rename(recvall) fastsock_py_recvall;
+PyObject *fastsock_py_recvall(int SOCK, PyObject *n_obj, fastsock_ctl *RECVALL_CTL);
+
+%rename(_set_incomplete_error) fastsock_py_set_incomplete_error;
+PyObject *fastsock_py_set_incomplete_error(PyObject *cls);
