@@ -162,6 +162,18 @@ static size_t fastsock_rb__size(VALUE v, const char *what, int nil_is_all)
     return NUM2SIZET(v);
 }
 
+/* recvall's n: a size a String can have. Beyond that, what rb_str_buf_new
+ * raises for a size it can't allocate: NoMemoryError, not a RangeError. */
+static size_t fastsock_rb__nbytes(VALUE v)
+{
+    v = rb_to_int(v);
+    if (RTEST(rb_funcall(v, '<', 1, INT2FIX(0))))
+        rb_raise(rb_eArgError, "fastsock.recvall: n must not be negative");
+    if (!RB_FIXNUM_P(v) && RTEST(rb_funcall(v, '>', 1, LONG2NUM(LONG_MAX - 1))))
+        rb_raise(rb_eNoMemError, "fastsock.recvall: failed to allocate memory (n = %" PRIsVALUE ")", v);
+    return NUM2SIZET(v);
+}
+
 /* nil: no limit (-1); 0: never wait; else whole milliseconds, rounded up. */
 static int64_t fastsock_rb__timeout_ms(VALUE v)
 {
@@ -663,11 +675,7 @@ static void fastsock_rb__init(void)
 %typemap(in) size_t COUNT "$1 = fastsock_rb__size($input, \"count\", 1);"
 
 /* recvall's n: a String of that size must be possible. */
-%typemap(in) size_t NBYTES {
-    $1 = fastsock_rb__size($input, "n", 0);
-    if ($1 > (size_t)LONG_MAX)
-        rb_raise(rb_eNoMemError, "fastsock.recvall: failed to allocate memory (n = %zu)", $1);
-}
+%typemap(in) size_t NBYTES "$1 = fastsock_rb__nbytes($input);"
 
 %typemap(in) fastsock_ctl *CTL (fastsock_ctl ctl) {
     memset(&ctl, 0, sizeof ctl);

@@ -1,0 +1,433 @@
+# frozen_string_literal: true
+
+# Ruby's own behaviour of the module, beyond the conformance cases: the GVL,
+# interrupts, threads, encodings, frozen targets, IO read-ahead, SIGPIPE.
+# FASTSOCK_LOOPBACK_SERVER names the server; FASTSOCK_EXPECT_LOADED_FROM, when
+# set, is where fastsock.rb must have been loaded from (the installed run).
+require "minitest/autorun"
+require "fastsock"
+require "socket"
+require "tempfile"
+require "timeout"
+require "rbconfig"
+require_relative "loopback"
+
+SERVER = Loopback::Server.new(ENV.fetch("FASTSOCK_LOOPBACK_SERVER"))
+Minitest.after_run { SERVER.stop }
+
+class FastsockTest < Minitest::Test
+  def setup
+    @open = []
+  end
+
+  def teardown
+    @open.each { |io| io.close unless io.closed? }
+  end
+
+  def connect(request)
+    SERVER.connect(request).tap { |s| @open << s }
+  end
+
+  def pair
+    UNIXSocket.pair.each { |s| @open << s }
+  end
+
+  def now
+    Process.clock_gettime(Process::CLOCK_MONOTONIC)
+  end
+
+  def stream(seed, off, len)
+    Loopback.stream(seed, off, len)
+  end
+
+  # -- what was loaded ---------------------------------------------------------
+
+  def test_loaded_from_the_expected_place
+    rb = $LOADED_FEATURES.find { |f| File.basename(f) == "fastsock.rb" }
+    so = $LOADED_FEATURES.find { |f| f.end_with?("fastsock/native.so") }
+    refute_nil rb
+    refute_nil so
+    expected = ENV["FASTSOCK_EXPECT_LOADED_FROM"]
+    skip "not the installed run" if expected.nil? || expected.empty?
+
+    assert_equal File.realpath(expected), File.realpath(File.dirname(rb))
+    assert_equal File.realpath(expected), File.realpath(File.dirname(so, 2))
+  end
+
+  # -- the GVL -----------------------------------------------------------------
+
+  def test_other_threads_run_during_a_slow_recvall
+    # ~20 chunks 25 ms apart: half a second inside one recvall.
+    sock = connect("gen len=200000 seed=3 trickle=10000:25")
+    counter = 0
+    running = true
+    worker = Thread.new { counter += 1 while running }
+    t0 = now
+    data = Fastsock.recvall(sock, 200_000)
+    elapsed = now - t0
+    seen = counter
+    running = false
+    worker.join
+    assert_equal stream(3, 0, 200_000), data
+    assert_operator elapsed, :>, 0.3
+    # With the GVL held through the transfer the worker would not have run at
+    # all; pure Ruby counts millions a second.
+    assert_operator seen, :>, 100_000, "the worker made no progress: the GVL was held"
+  end
+
+  def test_concurrent_recvalls_in_threads
+    threads = (1..8).map do |seed|
+      Thread.new do
+        sock = connect("gen len=#{4 << 20} seed=#{seed} off=#{seed * 7}")
+        data = Fastsock.recvall(sock, 4 << 20)
+        [seed, data == stream(seed, seed * 7, 4 << 20), Fastsock.recvall_cycles]
+      end
+    end
+    threads.map(&:value).each do |seed, ok, cycles|
+      assert ok, "thread #{seed} received the wrong bytes"
+      assert_operator cycles, :>=, 1
+    end
+  end
+
+  def test_concurrent_sendalls_of_one_string
+    data = stream(9, 0, 8 << 20).dup # mutable: each call locks it or snapshots it
+    threads = 4.times.map do
+      Thread.new do
+        sock = connect("sink seed=9")
+        sent = Fastsock.sendall(sock, data)
+        [sent, Loopback.sink_answer(sock)]
+      end
+    end
+    threads.map(&:value).each do |sent, (got, match)|
+      assert_equal 8 << 20, sent
+      assert_equal [sent, sent], [got, match]
+    end
+    data << "still writable"
+  end
+
+  # -- interrupts ----------------------------------------------------------------
+
+  def stalled(prefix)
+    connect("gen len=1000000 seed=5 stall=#{prefix} stall_ms=10000")
+  end
+
+  def test_thread_raise_interrupts_a_stalled_recvall_promptly
+    sock = stalled(12_345)
+    th = Thread.new { Fastsock.recvall(sock, 1_000_000) }
+    th.report_on_exception = false
+    sleep 0.3
+    t0 = now
+    th.raise(RuntimeError, "stop")
+    err = assert_raises(RuntimeError) { th.join }
+    assert_equal "stop", err.message
+    assert_operator now - t0, :<, 1.0
+  end
+
+  def test_thread_raise_leaves_the_target_string_usable
+    buf = "\0".b * 1_000_000
+    sock = stalled(50)
+    th = Thread.new { Fastsock.recvall_into(sock, buf) }
+    th.report_on_exception = false
+    sleep 0.3
+    th.raise(RuntimeError, "stop")
+    assert_raises(RuntimeError) { th.join }
+    # The bytes that came are in place, and the String is unlocked.
+    assert_equal stream(5, 0, 50), buf.byteslice(0, 50)
+    buf << "x"
+    buf.replace("y")
+    assert_equal "y", buf
+  end
+
+  def test_thread_kill_interrupts_a_stalled_recvall_promptly
+    sock = stalled(0)
+    th = Thread.new { Fastsock.recvall(sock, 1_000_000) }
+    sleep 0.3
+    t0 = now
+    th.kill
+    th.join
+    assert_operator now - t0, :<, 1.0
+    refute th.alive?
+  end
+
+  def test_timeout_timeout_interrupts_a_stalled_recvall_promptly
+    sock = stalled(777)
+    t0 = now
+    assert_raises(Timeout::Error) { Timeout.timeout(0.3) { Fastsock.recvall(sock, 1_000_000) } }
+    assert_operator now - t0, :<, 1.3
+  end
+
+  def test_timeout_keyword_reports_what_came
+    sock = stalled(12_345)
+    t0 = now
+    err = assert_raises(Fastsock::TimeoutError) { Fastsock.recvall(sock, 1_000_000, timeout: 0.3) }
+    assert_operator now - t0, :<, 1.3
+    assert_kind_of(defined?(IO::TimeoutError) ? IO::TimeoutError : IOError, err)
+    assert_equal 12_345, err.nbytes
+    assert_equal stream(5, 0, 12_345), err.partial
+    assert_equal Encoding::BINARY, err.partial.encoding
+  end
+
+  def test_errno_errors_carry_the_partial_data
+    sock = connect("gen len=100000 seed=14 reset=4321")
+    err = assert_raises(Errno::ECONNRESET) { Fastsock.recvall(sock, 100_000) }
+    assert_kind_of Fastsock::TransferError, err
+    assert_equal 4321, err.nbytes
+    assert_equal stream(14, 0, 4321), err.partial
+  end
+
+  def test_incomplete_error
+    sock = connect("gen len=1000 seed=2 close=600")
+    err = assert_raises(Fastsock::IncompleteError) { Fastsock.recvall(sock, 1000) }
+    assert_kind_of EOFError, err
+    assert_equal [600, 1000], [err.nbytes, err.expected]
+    assert_equal stream(2, 0, 600), err.partial
+  end
+
+  def test_signal_handlers_run_and_the_transfer_resumes
+    # A trapped signal interrupts the system call; Ruby runs the handler with
+    # the GVL back, and the transfer goes on from where it was.
+    fired = 0
+    old = Signal.trap("USR1") { fired += 1 }
+    sock = connect("gen len=300000 seed=21 trickle=30000:30")
+    main = Thread.current
+    kicker = Thread.new do
+      5.times do
+        sleep 0.04
+        Process.kill("USR1", Process.pid)
+      end
+    end
+    data = Fastsock.recvall(sock, 300_000)
+    kicker.join
+    assert_equal stream(21, 0, 300_000), data
+    assert_operator fired, :>=, 1
+    assert_same main, Thread.current
+  ensure
+    Signal.trap("USR1", old || "DEFAULT")
+  end
+
+  def child_ruby(script, *args)
+    dirs = $LOADED_FEATURES.grep(%r{(/fastsock\.rb|/fastsock/native\.so)\z}).map do |f|
+      f.end_with?(".so") ? File.dirname(f, 2) : File.dirname(f)
+    end
+    includes = dirs.uniq.flat_map { |d| ["-I", d] }
+    [RbConfig.ruby, *includes, "-e", script, *args.map(&:to_s)]
+  end
+
+  def test_ctrl_c_interrupts_a_recvall_in_the_main_thread
+    script = <<~RUBY
+      require "fastsock"; require "socket"
+      s = TCPSocket.new("127.0.0.1", Integer(ARGV[0]))
+      s.write("gen len=100000 seed=1 stall=100 stall_ms=10000\\n")
+      $stdout.puts "ready"; $stdout.flush
+      t0 = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+      begin
+        Fastsock.recvall(s, 100000)
+        puts "finished"
+      rescue Interrupt
+        puts "interrupted %.2f" % (Process.clock_gettime(Process::CLOCK_MONOTONIC) - t0)
+      end
+    RUBY
+    IO.popen(child_ruby(script, SERVER.port), "r") do |io|
+      assert_equal "ready\n", io.gets
+      sleep 0.3
+      Process.kill("INT", io.pid)
+      line = io.gets
+      assert_match(/\Ainterrupted /, line)
+      assert_operator Float(line.split[1]), :<, 1.5
+    end
+  end
+
+  def test_no_sigpipe_death
+    # SIGPIPE at its default action would kill the child; it must get EPIPE.
+    script = <<~RUBY
+      require "fastsock"; require "socket"; require "tempfile"
+      Signal.trap("PIPE", "SYSTEM_DEFAULT")
+      a, b = UNIXSocket.pair
+      b.close
+      results = []
+      begin; Fastsock.sendall(a, "x" * 100000); rescue Errno::EPIPE, Errno::ECONNRESET => e; results << e.class; end
+      begin; Fastsock.send(a, "x" * 10); rescue Errno::EPIPE, Errno::ECONNRESET => e; results << e.class; end
+      f = Tempfile.create("fastsock"); f.write("y" * 100000); f.flush
+      begin; Fastsock.sendfile(a, f); rescue Errno::EPIPE, Errno::ECONNRESET => e; results << e.class; end
+      puts results.join(" ")
+    RUBY
+    out = IO.popen(child_ruby(script), "r", &:read)
+    assert_predicate $?, :success?, "the child died: #{$?.inspect}"
+    assert_equal 3, out.split.size, out
+  end
+
+  # -- encodings and sizes -----------------------------------------------------------
+
+  def test_utf8_target_is_written_in_bytes_and_keeps_its_encoding
+    buf = "é" * 50 # 100 bytes, 50 characters
+    assert buf.valid_encoding? # caches "valid" on the String
+    sock = connect("gen len=100 seed=40")
+    assert_equal 100, Fastsock.recvall_into(sock, buf, 100)
+    assert_equal Encoding::UTF_8, buf.encoding
+    assert_equal 100, buf.bytesize
+    assert_equal stream(40, 0, 100), buf.b
+    # Random bytes are not UTF-8: the cached answer must have been dropped.
+    assert_equal stream(40, 0, 100).force_encoding("UTF-8").valid_encoding?, buf.valid_encoding?
+  end
+
+  def test_offsets_and_counts_are_bytes_in_a_multibyte_string
+    a, b = pair
+    text = "日本語テキスト" # 21 bytes, 7 characters
+    assert_equal 6, Fastsock.sendall(a, text, 3, 6) # bytes 3..8: "本語"
+    assert_equal "本語".b, Fastsock.recvall(b, 6)
+    buf = +"ααααα" # 10 bytes
+    Fastsock.sendall(a, "xyz")
+    assert_equal 3, Fastsock.recvall_into(b, buf, 3, 1)
+    assert_equal "\xCExyz".b + ("α" * 3).b, buf.b
+    assert_equal Encoding::UTF_8, buf.encoding
+    Fastsock.sendall(a, text)
+    assert_equal text, Fastsock.recvall(b, text.bytesize).force_encoding("UTF-8")
+  end
+
+  def test_recvall_returns_binary_filled_in_place
+    sock = connect("gen len=1000003 seed=4")
+    data = Fastsock.recvall(sock, 1_000_003)
+    assert_equal Encoding::BINARY, data.encoding
+    refute_predicate data, :frozen?
+    assert_equal stream(4, 0, 1_000_003), data
+  end
+
+  # -- frozen targets and bad arguments ----------------------------------------------
+
+  def test_frozen_targets_are_refused_before_anything_moves
+    sock = connect("gen len=10 seed=6")
+    frozen = ("\0" * 10).freeze
+    assert_raises(FrozenError) { Fastsock.recvall_into(sock, frozen) }
+    assert_raises(FrozenError) { Fastsock.recv_into(sock, frozen) }
+    assert_raises(FrozenError) { Fastsock.recvall_into(sock, "literal, frozen by the magic comment") }
+    assert_equal stream(6, 0, 10), Fastsock.recvall(sock, 10)
+  end
+
+  def test_frozen_data_can_be_sent
+    a, b = pair
+    assert_equal 5, Fastsock.sendall(a, "hello")
+    assert_equal "hello", Fastsock.recvall(b, 5)
+  end
+
+  def test_bad_arguments
+    a, = pair
+    assert_raises(TypeError) { Fastsock.recvall(Object.new, 1) }
+    assert_raises(TypeError) { Fastsock.recvall(a, "1") }
+    assert_raises(TypeError) { Fastsock.recvall_into(a, [1, 2]) }
+    assert_raises(TypeError) { Fastsock.sendall(a, :sym) }
+    assert_raises(ArgumentError) { Fastsock.recvall(a, -1) }
+    assert_raises(NoMemoryError) { Fastsock.recvall(a, 1 << 62) }
+    assert_raises(NoMemoryError) { Fastsock.recvall(a, 1 << 70) }
+    assert_raises(ArgumentError) { Fastsock.recvall(a, 1, timeout: 0) }
+    assert_raises(ArgumentError) { Fastsock.recvall(a, 1, timeout: -1) }
+    assert_raises(ArgumentError) { Fastsock.sendall(a, "x", nonblock: true) }
+    assert_raises(ArgumentError) { Fastsock.sendfile(a, $stdin, nonblock: true) }
+    err = assert_raises(ArgumentError) { Fastsock.recvall_into(a, +"abc", 2, 2) }
+    assert_match(/offset 2 \+ n 2/, err.message)
+    err = assert_raises(ArgumentError) { Fastsock.send(a, "abc", 4) }
+    assert_match(/offset 4/, err.message)
+    closed, other = UNIXSocket.pair
+    closed.close
+    other.close
+    assert_raises(IOError) { Fastsock.recvall(closed, 1) }
+  end
+
+  def test_ssl_sockets_are_refused
+    require "openssl"
+    a, = pair
+    ssl = OpenSSL::SSL::SSLSocket.new(a)
+    err = assert_raises(TypeError) { Fastsock.sendall(ssl, "x") }
+    assert_match(/SSLSocket/, err.message)
+    assert_raises(TypeError) { Fastsock.recvall(ssl, 1) }
+  end
+
+  # -- Ruby's IO buffers ------------------------------------------------------------------
+
+  def test_bytes_read_ahead_by_gets_come_first
+    sock = connect("gen len=200000 seed=8")
+    line = sock.gets # reads ahead well past the line
+    refute_nil line
+    rest = 200_000 - line.bytesize
+    data = Fastsock.recvall(sock, rest)
+    assert_equal stream(8, 0, 200_000), line.b + data
+  end
+
+  def test_bytes_read_ahead_serve_recv_into_and_recvall_into
+    sock = connect("gen len=100000 seed=12")
+    head = sock.read(3) # Ruby's IO reads a whole buffer's worth
+    sock.ungetc("Z")
+    buf = "\xA5".b * 10
+    assert_equal 1, Fastsock.recv_into(sock, buf, 1, 2)
+    assert_equal "\xA5\xA5Z".b, buf.byteslice(0, 3)
+    big = "\0".b * (100_000 - 3)
+    assert_equal big.bytesize, Fastsock.recvall_into(sock, big)
+    assert_equal stream(12, 0, 100_000), head + big
+  end
+
+  def test_write_buffer_is_flushed_before_a_send
+    a, b = pair
+    a.sync = false
+    a.write("abc") # held in Ruby's write buffer
+    Fastsock.sendall(a, "def")
+    assert_equal "abcdef", Fastsock.recvall(b, 6)
+  end
+
+  # -- single-shot calls ------------------------------------------------------------------
+
+  def test_nonblocking_recv_into_and_send
+    a, b = pair
+    buf = "\0".b * 16
+    err = assert_raises(IO::EAGAINWaitReadable) { Fastsock.recv_into(b, buf, nonblock: true) }
+    assert_kind_of IO::WaitReadable, err
+    assert_equal 0, err.nbytes
+    big = "x" * (1 << 20)
+    sent = 0
+    sent += Fastsock.send(a, big, 0, nil, nonblock: true) while sent < (64 << 20)
+    flunk "a socket pair took 64 MiB"
+  rescue IO::EAGAINWaitWritable => e
+    assert_kind_of IO::WaitWritable, e
+    assert_operator sent, :>, 0
+  end
+
+  def test_recv_into_returns_nil_at_end_of_stream
+    a, b = pair
+    Fastsock.sendall(a, "hey")
+    a.close
+    buf = "\0".b * 8
+    assert_equal 3, Fastsock.recv_into(b, buf)
+    assert_nil Fastsock.recv_into(b, buf)
+    assert_equal 0, Fastsock.recv_into(b, buf, 0)
+  end
+
+  def test_send_from_an_offset_in_a_loop
+    a, b = pair
+    data = stream(1, 0, 3 << 20)
+    reader = Thread.new { Fastsock.recvall(b, data.bytesize) }
+    off = 0
+    off += Fastsock.send(a, data, off) while off < data.bytesize
+    assert_equal data, reader.value
+  end
+
+  # -- sendfile -------------------------------------------------------------------------
+
+  def test_sendfile_flushes_a_written_file_and_leaves_its_position
+    f = Tempfile.create("fastsock")
+    @open << f
+    f.write(stream(2, 0, 50_000)) # partly still in Ruby's write buffer
+    sock = connect("sink seed=2 off=1000")
+    assert_equal 20_000, Fastsock.sendfile(sock, f, 1000, 20_000)
+    assert_equal 21_000, f.pos
+    assert_equal [20_000, 20_000], Loopback.sink_answer(sock)
+  end
+
+  def test_sendfile_takes_an_fd
+    f = Tempfile.create("fastsock")
+    @open << f
+    f.write(stream(3, 0, 10_000))
+    f.flush
+    sock = connect("sink seed=3")
+    assert_equal 10_000, Fastsock.sendfile(sock, f.fileno)
+    assert_equal 10_000, f.pos
+    assert_equal [10_000, 10_000], Loopback.sink_answer(sock)
+  end
+end
