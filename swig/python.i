@@ -365,10 +365,8 @@ static void fastsock_py_raise(fastsock_result rc, const fastsock_py_call *call, 
                      recv ? "buffer" : "data");
         return;
     case FASTSOCK_ECOUNT:
-        if (recv)
-            PyErr_SetString(PyExc_ValueError, call->offset == 0
-                                ? "nbytes is greater than the length of the buffer"
-                                : "offset + nbytes is greater than the length of the buffer");
+        if (recv) /* socket.recv_into's words */
+            PyErr_SetString(PyExc_ValueError, "buffer too small for requested bytes");
         else
             PyErr_SetString(PyExc_ValueError, "offset + count is greater than the length of the data");
         return;

@@ -133,7 +133,7 @@ def recv_into(sock, buffer, nbytes=0, flags=0, *, offset=0):
         BlockingIOError: non-blocking socket, nothing to read.
         OSError: as ``socket.recv_into`` raises it.
         ValueError: nbytes is negative or greater than the buffer after
-            offset ("nbytes is greater than the length of the buffer").
+            offset ("buffer too small for requested bytes", as socket says).
         TypeError: buffer is read-only or not a contiguous buffer.
     """
     return _fastsock.recv_into(sock, buffer, offset, nbytes or None, flags, ...)
