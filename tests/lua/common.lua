@@ -99,6 +99,7 @@ end
 -- After sending: shut down writing and read the sink's verdict.
 function M.sink_answer(c)
   c:shutdown("send")
+  c:settimeout(30) -- whatever the test set, the answer is worth waiting for
   local answer = c:receive("*a")
   local got, match = (answer or ""):match("^got=(%d+) match=(%d+)")
   return math.tointeger(tonumber(got)), math.tointeger(tonumber(match))
@@ -117,6 +118,16 @@ function M.rss()
   local _, resident = f:read("n", "n")
   f:close()
   return resident * 4096
+end
+
+-- Runs body(server) against a fresh loopback server, stops the server even
+-- when body fails (else the server's idle exit holds the process), and exits.
+function M.main(server_path, body)
+  local server = M.start_server(assert(server_path, "--server PATH"))
+  local ok, err = xpcall(body, debug.traceback, server)
+  M.stop_server(server)
+  if not ok then io.stderr:write(tostring(err), "\n") end
+  os.exit(ok and 0 or 1)
 end
 
 return M
