@@ -1,0 +1,564 @@
+/*
+ * fastsock core. See fastsock.h for the contract.
+ *
+ * The shape of every operation: check the range, then loop on one system
+ * call; EINTR and short returns go through the caller's interrupt hook;
+ * EAGAIN waits in poll() against one deadline for the whole call.
+ *
+ * The bulk calls (recvall, sendall, sendfile) put an O_NONBLOCK socket into
+ * blocking mode for their duration, with SO_RCVTIMEO/SO_SNDTIMEO carrying
+ * the deadline, so that one recv(MSG_WAITALL) or send() moves the whole
+ * payload instead of one poll/recv pair per socket-buffer's worth.
+ */
+#include "fastsock.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#if defined(__linux__) && !defined(FASTSOCK_FORCE_PORTABLE)
+#include <sys/sendfile.h>
+#define FASTSOCK__HAVE_SENDFILE 1
+#endif
+
+/* The portable build pretends these flags do not exist, so that the code a
+ * platform without them runs is the code the tests run. */
+#if defined(MSG_WAITALL) && !defined(FASTSOCK_FORCE_PORTABLE)
+#define FASTSOCK__WAITALL MSG_WAITALL
+#else
+#define FASTSOCK__WAITALL 0
+#endif
+#if defined(MSG_NOSIGNAL) && !defined(FASTSOCK_FORCE_PORTABLE)
+#define FASTSOCK__NOSIGNAL MSG_NOSIGNAL
+#else
+#define FASTSOCK__NOSIGNAL 0
+#endif
+
+/* sendfile(2) on Linux moves at most this much per call. */
+#define FASTSOCK__SENDFILE_MAX ((size_t)0x7ffff000)
+#define FASTSOCK__COPY_CHUNK ((size_t)256 * 1024)
+
+static _Thread_local unsigned long recvall_cycles;
+
+unsigned long fastsock_recvall_cycles(void) { return recvall_cycles; }
+
+int fastsock_portable_build(void)
+{
+#ifdef FASTSOCK_FORCE_PORTABLE
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+const char *fastsock_strerror(fastsock_result err)
+{
+    switch (err) {
+    case FASTSOCK_EOF: return "end of stream before the count was reached";
+    case FASTSOCK_EOFFSET: return "offset lies beyond the buffer";
+    case FASTSOCK_ECOUNT: return "offset + count lies beyond the buffer";
+    default: break;
+    }
+    if (err >= 0)
+        return "success";
+    if (err < -INT_MAX)
+        return "unknown error";
+    return strerror((int)-err);
+}
+
+/* ---- ranges and deadlines ------------------------------------------------- */
+
+static fastsock_result check_range(size_t len, size_t offset, size_t count, size_t *n)
+{
+    if (offset > len)
+        return FASTSOCK_EOFFSET;
+    if (count == FASTSOCK_ALL)
+        count = len - offset;
+    else if (count > len - offset) /* len - offset cannot wrap: offset <= len */
+        return FASTSOCK_ECOUNT;
+    *n = count;
+    return 0;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+typedef struct deadline {
+    int64_t at_ms; /* meaningful only when limited */
+    int limited;
+    int never_wait;
+} deadline;
+
+static deadline deadline_from(const fastsock_ctl *ctl)
+{
+    deadline d = { 0, 0, 0 };
+    if (ctl->timeout_ms == 0) {
+        d.never_wait = 1;
+    } else if (ctl->timeout_ms > 0) {
+        d.limited = 1;
+        d.at_ms = now_ms() + ctl->timeout_ms;
+    }
+    return d;
+}
+
+/* Milliseconds left, -1 for no limit, 0 once passed. */
+static int remaining_ms(const deadline *d)
+{
+    if (!d->limited)
+        return -1;
+    int64_t left = d->at_ms - now_ms();
+    if (left <= 0)
+        return 0;
+    return left > INT_MAX ? INT_MAX : (int)left;
+}
+
+/* The hook decides whether an interruption ends the call. */
+static int interrupted(fastsock_ctl *ctl)
+{
+    if (ctl->on_interrupt == NULL)
+        return 0;
+    int rc = ctl->on_interrupt(ctl->interrupt_arg);
+    return rc < 0 ? rc : 0;
+}
+
+/* Waits until fd is ready for events. 0 when ready, else -ETIMEDOUT, -EAGAIN
+ * (never_wait) or the hook's error. */
+static int wait_ready(int fd, short events, const deadline *d, fastsock_ctl *ctl)
+{
+    if (d->never_wait)
+        return -EAGAIN;
+    for (;;) {
+        int timeout = remaining_ms(d);
+        if (timeout == 0)
+            return -ETIMEDOUT;
+        struct pollfd p = { fd, events, 0 };
+        int rc = poll(&p, 1, timeout);
+        if (rc > 0)
+            return 0; /* ready, or an error/hangup the next call will report */
+        if (rc == 0)
+            continue; /* the deadline check above decides */
+        if (errno != EINTR)
+            return -errno;
+        rc = interrupted(ctl);
+        if (rc < 0)
+            return rc;
+    }
+}
+
+/* ---- SIGPIPE ------------------------------------------------------------- */
+
+/* Where send() has no MSG_NOSIGNAL, and always for sendfile(2) (which takes no
+ * flags), SIGPIPE is blocked in this thread for the call, and one it raised
+ * is consumed before unblocking, so that it never reaches the process. */
+typedef struct sigpipe_guard {
+    sigset_t old_mask;
+    int was_pending;
+    int active;
+} sigpipe_guard;
+
+static void sigpipe_block(sigpipe_guard *g)
+{
+    sigset_t pipe_set, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    sigpending(&pending);
+    g->was_pending = sigismember(&pending, SIGPIPE);
+    g->active = pthread_sigmask(SIG_BLOCK, &pipe_set, &g->old_mask) == 0;
+}
+
+static void sigpipe_restore(sigpipe_guard *g)
+{
+    if (!g->active)
+        return;
+    sigset_t pipe_set, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    sigpending(&pending);
+    if (!g->was_pending && sigismember(&pending, SIGPIPE)) {
+        static const struct timespec zero = { 0, 0 };
+        int saved = errno;
+        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
+            ;
+        errno = saved;
+    }
+    pthread_sigmask(SIG_SETMASK, &g->old_mask, NULL);
+}
+
+/* ---- blocking sessions ------------------------------------------------------ */
+
+/* An O_NONBLOCK socket made blocking for one bulk call, with the deadline in
+ * SO_RCVTIMEO or SO_SNDTIMEO; everything is put back when the call ends. */
+typedef struct blocking_session {
+    int fd;
+    int timeo_opt;
+    int old_flags;
+    int cleared_nonblock;
+    int saved_timeo;
+    struct timeval old_timeo;
+} blocking_session;
+
+/* Returns 1 if the socket is now blocking, 0 if the caller should use poll
+ * (never_wait, POLL_ONLY, or fcntl refused), or a negative errno when fd is
+ * not a socket at all. */
+static int session_begin(blocking_session *s, int fd, int timeo_opt,
+                         const deadline *d, const fastsock_ctl *ctl)
+{
+    memset(s, 0, sizeof *s);
+    s->fd = fd;
+    s->timeo_opt = timeo_opt;
+    socklen_t len = sizeof s->old_timeo;
+    if (getsockopt(fd, SOL_SOCKET, timeo_opt, &s->old_timeo, &len) < 0)
+        return -errno; /* EBADF, ENOTSOCK: refused before any byte moves */
+    if (d->never_wait || (ctl->flags & FASTSOCK_POLL_ONLY))
+        return 0;
+    s->old_flags = fcntl(fd, F_GETFL);
+    if (s->old_flags < 0)
+        return 0;
+    if (s->old_flags & O_NONBLOCK) {
+        if (fcntl(fd, F_SETFL, s->old_flags & ~O_NONBLOCK) < 0)
+            return 0;
+        s->cleared_nonblock = 1;
+    }
+    s->saved_timeo = 1;
+    return 1;
+}
+
+/* Puts the remaining time into the socket's own timeout. 0, or -ETIMEDOUT
+ * once the deadline has passed. */
+static int session_arm(blocking_session *s, const deadline *d)
+{
+    struct timeval tv = { 0, 0 }; /* no limit */
+    if (d->limited) {
+        int64_t left_us = (d->at_ms - now_ms()) * 1000;
+        if (left_us <= 0)
+            return -ETIMEDOUT;
+        tv.tv_sec = (time_t)(left_us / 1000000);
+        tv.tv_usec = (suseconds_t)(left_us % 1000000);
+    }
+    setsockopt(s->fd, SOL_SOCKET, s->timeo_opt, &tv, sizeof tv);
+    return 0;
+}
+
+static void session_end(blocking_session *s)
+{
+    int saved = errno;
+    if (s->saved_timeo)
+        setsockopt(s->fd, SOL_SOCKET, s->timeo_opt, &s->old_timeo, sizeof s->old_timeo);
+    if (s->cleared_nonblock)
+        fcntl(s->fd, F_SETFL, s->old_flags);
+    errno = saved;
+}
+
+/* ---- receiving -------------------------------------------------------------- */
+
+fastsock_result fastsock_recvall(int fd, void *buf, size_t len, size_t offset,
+                                 size_t count, fastsock_ctl *ctl)
+{
+    size_t n;
+    ctl->moved = 0;
+    recvall_cycles = 0;
+    fastsock_result rc = check_range(len, offset, count, &n);
+    if (rc < 0)
+        return rc;
+    deadline d = deadline_from(ctl);
+    blocking_session s;
+    int blocking = session_begin(&s, fd, SO_RCVTIMEO, &d, ctl);
+    if (blocking < 0)
+        return blocking;
+    char *p = (char *)buf + offset;
+    rc = 0;
+    while (ctl->moved < n) {
+        if (blocking && (rc = session_arm(&s, &d)) < 0)
+            break;
+        size_t want = n - ctl->moved;
+        int flags = blocking ? FASTSOCK__WAITALL : MSG_DONTWAIT;
+        ssize_t got = recv(fd, p + ctl->moved, want, flags);
+        recvall_cycles++;
+        if (got > 0) {
+            ctl->moved += (size_t)got;
+            /* A blocking MSG_WAITALL comes back short only for a signal or a
+             * timeout: give the hook its chance to run handlers. */
+            if (blocking && FASTSOCK__WAITALL && (size_t)got < want &&
+                (rc = interrupted(ctl)) < 0)
+                break;
+            continue;
+        }
+        if (got == 0) {
+            rc = FASTSOCK_EOF;
+            break;
+        }
+        if (errno == EINTR) {
+            if ((rc = interrupted(ctl)) < 0)
+                break;
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            /* Blocking: SO_RCVTIMEO expired (or another thread set
+             * O_NONBLOCK); poll decides which, against the same deadline. */
+            if ((rc = wait_ready(fd, POLLIN, &d, ctl)) < 0)
+                break;
+        } else {
+            rc = -errno;
+            break;
+        }
+    }
+    if (blocking)
+        session_end(&s);
+    return rc < 0 ? rc : (fastsock_result)n;
+}
+
+fastsock_result fastsock_recv(int fd, void *buf, size_t len, size_t offset,
+                              size_t count, int flags, fastsock_ctl *ctl)
+{
+    size_t n;
+    ctl->moved = 0;
+    fastsock_result rc = check_range(len, offset, count, &n);
+    if (rc < 0)
+        return rc;
+    deadline d = deadline_from(ctl);
+    for (;;) {
+        ssize_t got = recv(fd, (char *)buf + offset, n, flags | MSG_DONTWAIT);
+        if (got >= 0) {
+            ctl->moved = (size_t)got;
+            return got;
+        }
+        if (errno == EINTR)
+            rc = interrupted(ctl);
+        else if (errno == EAGAIN || errno == EWOULDBLOCK)
+            rc = wait_ready(fd, POLLIN, &d, ctl);
+        else
+            rc = -errno;
+        if (rc < 0)
+            return rc;
+    }
+}
+
+/* ---- sending ------------------------------------------------------------------ */
+
+/* send() that never raises SIGPIPE where MSG_NOSIGNAL exists; elsewhere the
+ * caller holds a sigpipe_guard. */
+static ssize_t send_nosignal(int fd, const char *p, size_t n, int flags)
+{
+    return send(fd, p, n, flags | FASTSOCK__NOSIGNAL);
+}
+
+fastsock_result fastsock_send(int fd, const void *data, size_t len,
+                              size_t offset, size_t count, fastsock_ctl *ctl)
+{
+    size_t n;
+    ctl->moved = 0;
+    fastsock_result rc = check_range(len, offset, count, &n);
+    if (rc < 0)
+        return rc;
+    deadline d = deadline_from(ctl);
+    sigpipe_guard guard = { .active = 0 };
+    if (!FASTSOCK__NOSIGNAL)
+        sigpipe_block(&guard);
+    for (;;) {
+        ssize_t sent = send_nosignal(fd, (const char *)data + offset, n, MSG_DONTWAIT);
+        if (sent >= 0) {
+            ctl->moved = (size_t)sent;
+            rc = sent;
+            break;
+        }
+        if (errno == EINTR)
+            rc = interrupted(ctl);
+        else if (errno == EAGAIN || errno == EWOULDBLOCK)
+            rc = wait_ready(fd, POLLOUT, &d, ctl);
+        else
+            rc = -errno;
+        if (rc < 0)
+            break;
+    }
+    sigpipe_restore(&guard);
+    return rc;
+}
+
+/* Sends p[0, n) on a socket prepared by the caller; ctl->moved grows. */
+static fastsock_result send_loop(int fd, const char *p, size_t n, int blocking,
+                                 blocking_session *s, const deadline *d,
+                                 fastsock_ctl *ctl)
+{
+    size_t done = 0;
+    while (done < n) {
+        int rc;
+        if (blocking && (rc = session_arm(s, d)) < 0)
+            return rc;
+        size_t want = n - done;
+        ssize_t sent = send_nosignal(fd, p + done, want, blocking ? 0 : MSG_DONTWAIT);
+        if (sent > 0) {
+            done += (size_t)sent;
+            ctl->moved += (size_t)sent;
+            if (blocking && (size_t)sent < want && (rc = interrupted(ctl)) < 0)
+                return rc;
+            continue;
+        }
+        if (sent < 0 && errno == EINTR)
+            rc = interrupted(ctl);
+        else if (sent == 0 || errno == EAGAIN || errno == EWOULDBLOCK)
+            rc = wait_ready(fd, POLLOUT, d, ctl);
+        else
+            rc = -errno;
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+fastsock_result fastsock_sendall(int fd, const void *data, size_t len,
+                                 size_t offset, size_t count, fastsock_ctl *ctl)
+{
+    size_t n;
+    ctl->moved = 0;
+    fastsock_result rc = check_range(len, offset, count, &n);
+    if (rc < 0)
+        return rc;
+    deadline d = deadline_from(ctl);
+    blocking_session s;
+    int blocking = session_begin(&s, fd, SO_SNDTIMEO, &d, ctl);
+    if (blocking < 0)
+        return blocking;
+    sigpipe_guard guard = { .active = 0 };
+    if (!FASTSOCK__NOSIGNAL)
+        sigpipe_block(&guard);
+    rc = send_loop(fd, (const char *)data + offset, n, blocking, &s, &d, ctl);
+    sigpipe_restore(&guard);
+    if (blocking)
+        session_end(&s);
+    return rc < 0 ? rc : (fastsock_result)n;
+}
+
+/* ---- sendfile ------------------------------------------------------------------- */
+
+/* Reads the file and sends what it read, for files sendfile(2) can't serve
+ * and platforms without it. A seekable file is read with pread, so its
+ * position stays where the caller left it. */
+static fastsock_result copy_by_read(int sock, int file, int seekable, int64_t offset,
+                                    size_t count, int blocking, blocking_session *s,
+                                    const deadline *d, fastsock_ctl *ctl)
+{
+    size_t chunk = count < FASTSOCK__COPY_CHUNK ? count : FASTSOCK__COPY_CHUNK;
+    if (chunk == 0)
+        return 0;
+    char *buf = malloc(chunk);
+    if (buf == NULL)
+        return -ENOMEM;
+    fastsock_result rc = 0;
+    size_t left = count;
+    while (left > 0) {
+        size_t want = left < chunk ? left : chunk;
+        ssize_t got = seekable ? pread(file, buf, want, (off_t)(offset + (int64_t)ctl->moved))
+                               : read(file, buf, want);
+        if (got == 0)
+            break; /* end of file: what was there has been sent */
+        if (got < 0) {
+            if (errno == EINTR) {
+                if ((rc = interrupted(ctl)) < 0)
+                    break;
+                continue;
+            }
+            rc = -errno;
+            break;
+        }
+        rc = send_loop(sock, buf, (size_t)got, blocking, s, d, ctl);
+        if (rc < 0)
+            break;
+        left -= (size_t)got;
+    }
+    free(buf);
+    return rc;
+}
+
+#ifdef FASTSOCK__HAVE_SENDFILE
+/* 1 when sendfile(2) cannot serve this pair at all, so the caller falls back
+ * to reading; 0 when it is done or failed (rc set). */
+static int sendfile_loop(int sock, int file, int seekable, int64_t offset, size_t count,
+                         int blocking, blocking_session *s, const deadline *d,
+                         fastsock_ctl *ctl, fastsock_result *rc)
+{
+    off_t pos = (off_t)offset;
+    off_t *at = seekable ? &pos : NULL; /* a pipe is read where it stands */
+    *rc = 0;
+    while (ctl->moved < count) {
+        if (blocking && (*rc = session_arm(s, d)) < 0)
+            return 0;
+        size_t want = count - ctl->moved;
+        if (want > FASTSOCK__SENDFILE_MAX)
+            want = FASTSOCK__SENDFILE_MAX;
+        ssize_t sent = sendfile(sock, file, at, want);
+        if (sent > 0) {
+            ctl->moved += (size_t)sent;
+            if (blocking && (size_t)sent < want && (*rc = interrupted(ctl)) < 0)
+                return 0;
+            continue;
+        }
+        if (sent == 0)
+            return 0; /* end of file */
+        if ((errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) && ctl->moved == 0)
+            return 1;
+        if (errno == EINTR)
+            *rc = interrupted(ctl);
+        else if (errno == EAGAIN || errno == EWOULDBLOCK)
+            *rc = wait_ready(sock, POLLOUT, d, ctl);
+        else
+            *rc = -errno;
+        if (*rc < 0)
+            return 0;
+    }
+    return 0;
+}
+#endif
+
+fastsock_result fastsock_sendfile(int sock, int file, int64_t offset, size_t count,
+                                  fastsock_ctl *ctl)
+{
+    ctl->moved = 0;
+    if (offset < 0)
+        return FASTSOCK_EOFFSET;
+    struct stat st;
+    if (fstat(file, &st) < 0)
+        return -errno;
+    int seekable = S_ISREG(st.st_mode) || S_ISBLK(st.st_mode);
+    if (!seekable && offset != 0)
+        return -ESPIPE;
+    if (S_ISREG(st.st_mode)) {
+        /* Past the end there is nothing to send; clamping here also keeps the
+         * byte count of one request within what the kernel takes. */
+        int64_t size = (int64_t)st.st_size;
+        uint64_t avail = offset >= size ? 0 : (uint64_t)(size - offset);
+        if (count == FASTSOCK_ALL || (uint64_t)count > avail)
+            count = (size_t)avail;
+    }
+    deadline d = deadline_from(ctl);
+    blocking_session s;
+    int blocking = session_begin(&s, sock, SO_SNDTIMEO, &d, ctl);
+    if (blocking < 0)
+        return blocking;
+    fastsock_result rc = 0;
+    if (count > 0) {
+        /* sendfile(2) has no MSG_NOSIGNAL, so SIGPIPE is always guarded. */
+        sigpipe_guard guard;
+        sigpipe_block(&guard);
+        int fall_back = 1;
+#ifdef FASTSOCK__HAVE_SENDFILE
+        fall_back = sendfile_loop(sock, file, seekable, offset, count, blocking, &s, &d, ctl, &rc);
+#endif
+        if (fall_back)
+            rc = copy_by_read(sock, file, seekable, offset, count, blocking, &s, &d, ctl);
+        sigpipe_restore(&guard);
+    }
+    if (blocking)
+        session_end(&s);
+    return rc < 0 ? rc : (fastsock_result)ctl->moved;
+}

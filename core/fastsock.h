@@ -1,0 +1,123 @@
+/*
+ * fastsock: bulk socket I/O with few copies and few system calls.
+ *
+ * Every function returns a byte count (>= 0) or a negative errno
+ * (-ETIMEDOUT, -ECONNRESET, ...), or one of the FASTSOCK_E* codes below.
+ * Whatever it returns, ctl->moved holds the exact number of bytes that
+ * moved, so a caller can always report partial progress.
+ *
+ * Buffers are given as (base, len, offset, count): the core checks the
+ * range once, overflow-safe, before any byte moves, so no binding has to
+ * get the arithmetic right on its own.
+ *
+ * Sockets may be blocking or O_NONBLOCK (language runtimes set it behind the
+ * user's back); the timeout in ctl bounds the whole operation either way.
+ */
+#ifndef FASTSOCK_H
+#define FASTSOCK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A byte count (>= 0) or a negative error code. */
+typedef ssize_t fastsock_result;
+
+/* Error codes beyond errno, kept far from errno's range as libuv does. */
+#define FASTSOCK_EOF     (-4095) /* end of stream before the count was reached */
+#define FASTSOCK_EOFFSET (-4094) /* offset lies beyond the buffer */
+#define FASTSOCK_ECOUNT  (-4093) /* offset + count lies beyond the buffer */
+
+/* As a count: everything from offset to the end (of a buffer, or of a file). */
+#define FASTSOCK_ALL ((size_t)-1)
+
+/*
+ * Called when a system call was interrupted by a signal, or when a blocking
+ * call came back short (which is how a signal shows when some data already
+ * moved). Return 0 to resume, or a negative errno (normally -EINTR) to stop:
+ * the operation then returns that value with ctl->moved set.
+ * It is called without whatever lock the binding released.
+ */
+typedef int (*fastsock_interrupt_fn)(void *arg);
+
+/* ctl->flags */
+enum {
+    /* Keep an O_NONBLOCK socket non-blocking and wait in poll() between
+     * receives, instead of making it blocking for the transfer. Costs more
+     * system calls; exists for measurement and for fds shared across threads. */
+    FASTSOCK_POLL_ONLY = 1 << 0
+};
+
+typedef struct fastsock_ctl {
+    int64_t timeout_ms;              /* < 0: no limit; 0: never wait; > 0: bound for the whole call */
+    unsigned flags;                  /* FASTSOCK_POLL_ONLY */
+    fastsock_interrupt_fn on_interrupt; /* NULL: resume after every interruption */
+    void *interrupt_arg;
+    size_t moved;                    /* out: bytes moved, exact on success and on error */
+} fastsock_ctl;
+
+/* A ctl with no timeout and no hook. */
+#define FASTSOCK_CTL_INIT { -1, 0, NULL, NULL, 0 }
+
+/*
+ * Receive exactly count bytes into buf[offset, offset + count).
+ * Returns count; FASTSOCK_EOF if the stream ended first; -ETIMEDOUT when the
+ * deadline passed; -EAGAIN if timeout_ms is 0 and the data was not all there.
+ * A socket left O_NONBLOCK by its runtime is made blocking for the transfer
+ * (one recv(MSG_WAITALL) instead of a poll/recv loop) and restored after.
+ */
+fastsock_result fastsock_recvall(int fd, void *buf, size_t len, size_t offset,
+                                 size_t count, fastsock_ctl *ctl);
+
+/*
+ * One receive of at most count bytes into buf[offset, ...), waiting until
+ * data arrives or the timeout passes. Returns the count, 0 at end of stream,
+ * -EAGAIN when timeout_ms is 0 and nothing was there, -ETIMEDOUT.
+ * flags are recv(2) flags (MSG_PEEK ...).
+ */
+fastsock_result fastsock_recv(int fd, void *buf, size_t len, size_t offset,
+                              size_t count, int flags, fastsock_ctl *ctl);
+
+/*
+ * One send of data[offset, offset + count): waits until the socket is
+ * writable, then sends what one system call takes. Returns that count,
+ * -EAGAIN when timeout_ms is 0 and nothing could be sent, -EPIPE for a gone
+ * peer (never SIGPIPE).
+ */
+fastsock_result fastsock_send(int fd, const void *data, size_t len,
+                              size_t offset, size_t count, fastsock_ctl *ctl);
+
+/* Send all of data[offset, offset + count). Returns count or a negative error. */
+fastsock_result fastsock_sendall(int fd, const void *data, size_t len,
+                                 size_t offset, size_t count, fastsock_ctl *ctl);
+
+/*
+ * Send count bytes of file, from byte offset, with sendfile(2) where the
+ * kernel can, else by read and send. count FASTSOCK_ALL, or a count beyond the
+ * end, sends to the end of the file. Returns the bytes sent.
+ * A seekable file is read at offset and its position is left alone (the
+ * bindings set it, since their file objects keep their own); a non-seekable
+ * one (pipe) is read from where it is, and offset must be 0 (-ESPIPE).
+ */
+fastsock_result fastsock_sendfile(int sock, int file, int64_t offset,
+                                  size_t count, fastsock_ctl *ctl);
+
+/* recv system calls made by this thread's last fastsock_recvall. */
+unsigned long fastsock_recvall_cycles(void);
+
+/* A message for any result above; never NULL. */
+const char *fastsock_strerror(fastsock_result err);
+
+/* Nonzero when this build was forced onto the portable paths
+ * (no MSG_WAITALL, no MSG_NOSIGNAL, no sendfile). */
+int fastsock_portable_build(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FASTSOCK_H */

@@ -1,0 +1,502 @@
+/*
+ * The C conformance runner: every case of tests/cases.txt against the core,
+ * through the loopback server. The other languages' runners do the same
+ * through their modules; the checks are those of tests/README.md.
+ *
+ * C has no allocating recvall, so the runner's recvall is what a C caller
+ * writes: check n, malloc n bytes, fastsock_recvall into them.
+ */
+#include "fastsock.h"
+#include "stream.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAX_KEYS 24
+#define SENTINEL 0xA5
+
+typedef struct kv {
+    char key[32];
+    char val[128];
+} kv;
+
+typedef struct test_case {
+    char name[64];
+    kv keys[MAX_KEYS];
+    int nkeys;
+} test_case;
+
+static const char *const known_keys[] = {
+    "op", "req", "sock", "n", "bufsize", "offset", "count", "datalen", "file", "timeout",
+    "expect", "result", "result_max", "moved", "moved_min", "cycles_max", NULL
+};
+static const char *const known_ops[] = {
+    "recvall", "recvall_into", "recv_into", "send", "sendall", "sendfile", NULL
+};
+static const char *const known_expects[] = {
+    "ok", "closed", "timeout", "reset", "peer_gone", "badarg", "badsock", "nomem", "wouldblock", NULL
+};
+static const char *const known_socks[] = { "fd", "int", "notsock", "closed", NULL };
+
+static int in_list(const char *const *list, const char *s)
+{
+    for (; *list; list++)
+        if (!strcmp(*list, s))
+            return 1;
+    return 0;
+}
+
+static const char *get(const test_case *tc, const char *key)
+{
+    for (int i = 0; i < tc->nkeys; i++)
+        if (!strcmp(tc->keys[i].key, key))
+            return tc->keys[i].val;
+    return NULL;
+}
+
+static int64_t get_int(const test_case *tc, const char *key, int64_t dflt)
+{
+    const char *v = get(tc, key);
+    return v ? (int64_t)strtoll(v, NULL, 10) : dflt;
+}
+
+/* Sizes as a C caller passes them: a negative value wraps, as it would. */
+static size_t get_size(const test_case *tc, const char *key, size_t dflt)
+{
+    const char *v = get(tc, key);
+    if (v == NULL)
+        return dflt;
+    return v[0] == '-' ? (size_t)strtoll(v, NULL, 10) : (size_t)strtoull(v, NULL, 10);
+}
+
+/* A value of the server request, e.g. seed of "gen,len=10,seed=3". */
+static uint64_t req_value(const test_case *tc, const char *key)
+{
+    const char *req = get(tc, "req");
+    char pattern[40];
+    snprintf(pattern, sizeof pattern, ",%s=", key);
+    const char *at = strstr(req, pattern);
+    return at ? strtoull(at + strlen(pattern), NULL, 10) : 0;
+}
+
+/* Parses one line; 1 for a case, 0 for blank/comment, -1 with a message. */
+static int parse_line(char *line, test_case *tc, char *err, size_t errlen)
+{
+    char *hash = strchr(line, '#');
+    if (hash)
+        *hash = '\0';
+    char *save = NULL;
+    char *tok = strtok_r(line, " \t\r\n", &save);
+    if (tok == NULL)
+        return 0;
+    memset(tc, 0, sizeof *tc);
+    snprintf(tc->name, sizeof tc->name, "%s", tok);
+    while ((tok = strtok_r(NULL, " \t\r\n", &save)) != NULL) {
+        char *eq = strchr(tok, '=');
+        if (eq == NULL) {
+            snprintf(err, errlen, "%s: token without '=': %s", tc->name, tok);
+            return -1;
+        }
+        *eq = '\0';
+        char *at = strchr(tok, '@');
+        int override = 0;
+        if (at) {
+            *at = '\0';
+            if (strcmp(at + 1, "c"))
+                continue; /* another language's override */
+            override = 1;
+        }
+        if (!in_list(known_keys, tok)) {
+            snprintf(err, errlen, "%s: unknown key %s", tc->name, tok);
+            return -1;
+        }
+        int slot = -1;
+        for (int i = 0; i < tc->nkeys; i++)
+            if (!strcmp(tc->keys[i].key, tok))
+                slot = i;
+        if (slot >= 0 && !override)
+            continue; /* an override came first; it wins */
+        if (slot < 0) {
+            if (tc->nkeys == MAX_KEYS) {
+                snprintf(err, errlen, "%s: too many keys", tc->name);
+                return -1;
+            }
+            slot = tc->nkeys++;
+        }
+        snprintf(tc->keys[slot].key, sizeof tc->keys[slot].key, "%s", tok);
+        snprintf(tc->keys[slot].val, sizeof tc->keys[slot].val, "%s", eq + 1);
+    }
+    const char *op = get(tc, "op"), *expect = get(tc, "expect"), *sock = get(tc, "sock");
+    const char *file = get(tc, "file");
+    if (!op || !in_list(known_ops, op) || !expect || !in_list(known_expects, expect) ||
+        !get(tc, "req") || (sock && !in_list(known_socks, sock)) ||
+        (file && strncmp(file, "regular:", 8) && strncmp(file, "pipe:", 5) && strcmp(file, "empty"))) {
+        snprintf(err, errlen, "%s: missing or unknown op/expect/req/sock/file", tc->name);
+        return -1;
+    }
+    return 1;
+}
+
+/* ---- the server ------------------------------------------------------------ */
+
+static int server_port;
+
+static int start_server(const char *path)
+{
+    int out[2];
+    if (pipe(out) < 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        dup2(out[1], 1);
+        close(out[0]);
+        close(out[1]);
+        execl(path, path, "--idle-exit", "60", (char *)NULL);
+        _exit(127);
+    }
+    close(out[1]);
+    FILE *f = fdopen(out[0], "r");
+    if (f == NULL || fscanf(f, "PORT %d", &server_port) != 1)
+        return -1;
+    fclose(f);
+    return 0;
+}
+
+static int connect_server(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons((uint16_t)server_port) };
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+        perror("connect");
+        exit(2);
+    }
+    return fd;
+}
+
+static void send_request(int fd, const char *req)
+{
+    char line[256];
+    snprintf(line, sizeof line, "%s\n", req);
+    for (char *c = line; *c; c++)
+        if (*c == ',')
+            *c = ' ';
+    if (send(fd, line, strlen(line), MSG_NOSIGNAL) != (ssize_t)strlen(line)) {
+        perror("send request");
+        exit(2);
+    }
+}
+
+/* The sink's answer after we stop sending; -1 when the connection is gone. */
+static int sink_answer(int fd, uint64_t *got, uint64_t *match)
+{
+    shutdown(fd, SHUT_WR);
+    char answer[128];
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = recv(fd, answer + n, sizeof answer - 1 - n, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    answer[n] = '\0';
+    unsigned long long g, m;
+    if (sscanf(answer, "got=%llu match=%llu", &g, &m) != 2)
+        return -1;
+    *got = g;
+    *match = m;
+    return 0;
+}
+
+/* ---- pipes for sendfile ------------------------------------------------------- */
+
+typedef struct pipe_writer {
+    int fd;
+    const unsigned char *data;
+    size_t len;
+} pipe_writer;
+
+static void *write_pipe(void *arg)
+{
+    pipe_writer *w = arg;
+    /* The reader may stop early (a count): the write then fails with EPIPE,
+     * and the SIGPIPE it raises stays blocked in this thread. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    size_t done = 0;
+    while (done < w->len) {
+        ssize_t r = write(w->fd, w->data + done, w->len - done);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        done += (size_t)r;
+    }
+    close(w->fd);
+    return NULL;
+}
+
+/* ---- running a case ------------------------------------------------------------ */
+
+static const char *kind_of(fastsock_result rc)
+{
+    switch (rc) {
+    case FASTSOCK_EOF: return "closed";
+    case FASTSOCK_EOFFSET:
+    case FASTSOCK_ECOUNT: return "badarg";
+    case -ETIMEDOUT: return "timeout";
+    case -ECONNRESET: return "reset";
+    case -EPIPE: return "peer_gone";
+    case -ENOTSOCK:
+    case -EBADF: return "badsock";
+    case -ENOMEM: return "nomem";
+    case -EAGAIN: return "wouldblock";
+    default: return rc >= 0 ? "ok" : "other";
+    }
+}
+
+static int kind_matches(const char *expect, const char *kind)
+{
+    if (!strcmp(expect, kind))
+        return 1;
+    return !strcmp(expect, "peer_gone") && !strcmp(kind, "reset");
+}
+
+#define FAIL(...) do { snprintf(why, whylen, __VA_ARGS__); goto done; } while (0)
+
+static int run_case(const test_case *tc, char *why, size_t whylen)
+{
+    const char *op = get(tc, "op"), *expect = get(tc, "expect");
+    const char *sockkind = get(tc, "sock") ? get(tc, "sock") : "fd";
+    int is_recv = !strncmp(op, "recv", 4);
+    int ok = 0, fd = connect_server(), target = fd, other = -1;
+    unsigned char *unit = malloc(FASTSOCK_TEST_UNIT), *buf = NULL, *want = NULL;
+    int file = -1, pipe_fds[2] = { -1, -1 };
+    pthread_t writer;
+    int writer_started = 0;
+    pipe_writer pw;
+    fastsock_result rc = 0;
+    fastsock_ctl ctl = FASTSOCK_CTL_INIT;
+    fastsock_test_unit(req_value(tc, "seed"), unit);
+    send_request(fd, get(tc, "req"));
+
+    if (!strcmp(sockkind, "notsock")) {
+        char path[] = "/tmp/fastsock-notsock-XXXXXX";
+        other = target = mkstemp(path);
+        unlink(path);
+    } else if (!strcmp(sockkind, "closed")) {
+        target = socket(AF_INET, SOCK_STREAM, 0);
+        close(target);
+    }
+    const char *timeout = get(tc, "timeout");
+    if (timeout)
+        ctl.timeout_ms = (int64_t)ceil(strtod(timeout, NULL) * 1000);
+
+    size_t offset = get_size(tc, "offset", 0);
+    size_t count = get_size(tc, "count", FASTSOCK_ALL);
+    size_t bufsize = get_size(tc, "bufsize", 0);
+    int64_t n_signed = get_int(tc, "n", 0);
+    int runner_badarg = 0, runner_nomem = 0;
+
+    if (!strcmp(op, "recvall")) {
+        if (n_signed < 0) {
+            runner_badarg = 1;
+        } else if ((buf = malloc((size_t)n_signed ? (size_t)n_signed : 1)) == NULL) {
+            runner_nomem = 1;
+        } else {
+            bufsize = (size_t)n_signed;
+            rc = fastsock_recvall(target, buf, bufsize, 0, bufsize, &ctl);
+        }
+    } else if (is_recv) {
+        buf = malloc(bufsize ? bufsize : 1);
+        memset(buf, SENTINEL, bufsize);
+        size_t n = get_size(tc, "n", FASTSOCK_ALL);
+        if (!strcmp(op, "recvall_into"))
+            rc = fastsock_recvall(target, buf, bufsize, offset, n, &ctl);
+        else
+            rc = fastsock_recv(target, buf, bufsize, offset, n, 0, &ctl);
+    } else if (!strcmp(op, "send") || !strcmp(op, "sendall")) {
+        size_t datalen = get_size(tc, "datalen", 0);
+        buf = malloc(datalen ? datalen : 1);
+        fastsock_test_fill(unit, 0, buf, datalen);
+        if (!strcmp(op, "send"))
+            rc = fastsock_send(target, buf, datalen, offset, count, &ctl);
+        else
+            rc = fastsock_sendall(target, buf, datalen, offset, count, &ctl);
+    } else { /* sendfile */
+        const char *spec = get(tc, "file");
+        size_t flen = strcmp(spec, "empty") ? (size_t)strtoull(strchr(spec, ':') + 1, NULL, 10) : 0;
+        buf = malloc(flen ? flen : 1);
+        fastsock_test_fill(unit, 0, buf, flen);
+        if (!strncmp(spec, "pipe:", 5)) {
+            if (pipe(pipe_fds) < 0)
+                FAIL("pipe: %s", strerror(errno));
+            file = pipe_fds[0];
+            pw = (pipe_writer){ pipe_fds[1], buf, flen };
+            writer_started = pthread_create(&writer, NULL, write_pipe, &pw) == 0;
+        } else {
+            char path[] = "/tmp/fastsock-sendfile-XXXXXX";
+            file = mkstemp(path);
+            unlink(path);
+            if (file < 0 || write(file, buf, flen) != (ssize_t)flen || lseek(file, 0, SEEK_SET) != 0)
+                FAIL("temporary file: %s", strerror(errno));
+        }
+        rc = fastsock_sendfile(target, file, (int64_t)offset, count, &ctl);
+        if (file != pipe_fds[0] && lseek(file, 0, SEEK_CUR) != 0)
+            FAIL("the core moved the file's position");
+    }
+
+    const char *kind = runner_badarg ? "badarg" : runner_nomem ? "nomem" : kind_of(rc);
+    if (!kind_matches(expect, kind))
+        FAIL("expected %s, got %s (%zd: %s)", expect, kind, rc, fastsock_strerror(rc));
+    size_t moved = ctl.moved;
+    if (!strcmp(expect, "ok")) {
+        int64_t result = get_int(tc, "result", -1), result_max = get_int(tc, "result_max", -1);
+        if (result >= 0 && rc != result)
+            FAIL("result %zd, expected %" PRId64, rc, result);
+        if (result_max >= 0 && rc > result_max)
+            FAIL("result %zd above %" PRId64, rc, result_max);
+        if (moved != (size_t)rc)
+            FAIL("moved %zu but returned %zd", moved, rc);
+    } else {
+        int64_t want_moved = get_int(tc, "moved", -1), moved_min = get_int(tc, "moved_min", -1);
+        if (want_moved >= 0 && moved != (size_t)want_moved)
+            FAIL("moved %zu, expected %" PRId64, moved, want_moved);
+        if (moved_min >= 0 && moved < (size_t)moved_min)
+            FAIL("moved %zu, expected at least %" PRId64, moved, moved_min);
+    }
+    if (!strcmp(op, "recvall") && get(tc, "cycles_max") && !getenv("FASTSOCK_PORTABLE_BUILD") &&
+        fastsock_recvall_cycles() > (unsigned long)get_int(tc, "cycles_max", 0))
+        FAIL("%lu recv calls, expected at most %" PRId64, fastsock_recvall_cycles(),
+             get_int(tc, "cycles_max", 0));
+
+    int refused = !strcmp(expect, "badarg") || !strcmp(expect, "badsock") || !strcmp(expect, "nomem");
+    if (is_recv && buf) {
+        size_t at = !strcmp(op, "recvall") ? 0 : offset;
+        want = malloc(moved ? moved : 1);
+        fastsock_test_fill(unit, req_value(tc, "off"), want, moved);
+        if (memcmp(buf + at, want, moved))
+            FAIL("received bytes differ from the stream");
+        if (strcmp(op, "recvall") && !refused)
+            for (size_t i = 0; i < bufsize; i++)
+                if ((i < at || i >= at + moved) && buf[i] != SENTINEL)
+                    FAIL("byte %zu outside [%zu, %zu) was written", i, at, at + moved);
+    }
+    if (refused && moved != 0)
+        FAIL("refused, yet %zu bytes moved", moved);
+    if (refused && is_recv) {
+        unsigned char first, expected_first;
+        fastsock_test_fill(unit, req_value(tc, "off"), &expected_first, 1);
+        if (recv(fd, &first, 1, MSG_WAITALL) != 1 || first != expected_first)
+            FAIL("a refused receive consumed data");
+    }
+    if (!is_recv && strcmp(expect, "peer_gone")) {
+        uint64_t got, match;
+        if (sink_answer(fd, &got, &match) < 0)
+            FAIL("no answer from the sink");
+        if (got != moved || match != got)
+            FAIL("sink got %" PRIu64 " (matching %" PRIu64 "), the call reported %zu", got, match, moved);
+    }
+    ok = 1;
+done:
+    if (writer_started) {
+        close(pipe_fds[0]);
+        pthread_join(writer, NULL);
+    } else if (file >= 0) {
+        close(file);
+    }
+    if (other >= 0)
+        close(other);
+    close(fd);
+    free(unit);
+    free(buf);
+    free(want);
+    return ok;
+}
+
+int main(int argc, char **argv)
+{
+    const char *server = NULL, *cases = NULL;
+    const char *only[64];
+    int nonly = 0, list = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--server") && i + 1 < argc) server = argv[++i];
+        else if (!strcmp(argv[i], "--cases") && i + 1 < argc) cases = argv[++i];
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc && nonly < 64) only[nonly++] = argv[++i];
+        else if (!strcmp(argv[i], "--list")) list = 1;
+        else {
+            fprintf(stderr, "usage: %s --cases FILE (--list | --server PATH [--only NAME]...)\n", argv[0]);
+            return 2;
+        }
+    }
+    FILE *f = cases ? fopen(cases, "r") : NULL;
+    if (f == NULL || (!list && server == NULL)) {
+        fprintf(stderr, "run_cases: need --cases FILE%s\n", list ? "" : " and --server PATH");
+        return 2;
+    }
+    static test_case all[512];
+    int ncases = 0;
+    char line[1024], err[256];
+    while (fgets(line, sizeof line, f)) {
+        int r = parse_line(line, &all[ncases], err, sizeof err);
+        if (r < 0) {
+            fprintf(stderr, "run_cases: %s\n", err);
+            return 2;
+        }
+        if (r > 0 && ++ncases == 512) {
+            fprintf(stderr, "run_cases: too many cases\n");
+            return 2;
+        }
+    }
+    fclose(f);
+    if (list) {
+        for (int i = 0; i < ncases; i++)
+            printf("%s\n", all[i].name);
+        return 0;
+    }
+    if (start_server(server) < 0) {
+        fprintf(stderr, "run_cases: could not start %s\n", server);
+        return 2;
+    }
+    int passed = 0, failed = 0;
+    for (int i = 0; i < ncases; i++) {
+        int wanted = nonly == 0;
+        for (int j = 0; j < nonly; j++)
+            wanted |= !strcmp(only[j], all[i].name);
+        if (!wanted)
+            continue;
+        char why[256] = "";
+        if (run_case(&all[i], why, sizeof why)) {
+            printf("ok %s\n", all[i].name);
+            passed++;
+        } else {
+            printf("FAIL %s: %s\n", all[i].name, why);
+            failed++;
+        }
+        fflush(stdout);
+    }
+    int quit = connect_server();
+    send_request(quit, "quit");
+    close(quit);
+    wait(NULL);
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}

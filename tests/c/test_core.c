@@ -1,0 +1,287 @@
+/*
+ * Unit tests of the core's edges, over socketpairs and pipes: what the
+ * conformance cases reach only indirectly (socket state restored after a
+ * call, the interrupt hook, SIGPIPE at its default action, the exact
+ * errors for ranges near SIZE_MAX).
+ */
+#include "fastsock.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+static int passed, failed;
+
+#define CHECK(cond)                                                                   \
+    do {                                                                              \
+        if (cond) {                                                                   \
+            passed++;                                                                 \
+        } else {                                                                      \
+            failed++;                                                                 \
+            printf("FAIL %s:%d: %s\n", __func__, __LINE__, #cond);                    \
+        }                                                                             \
+    } while (0)
+
+static void pair(int sv[2])
+{
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) {
+        perror("socketpair");
+        exit(2);
+    }
+}
+
+static void set_nonblock(int fd)
+{
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+typedef struct writer {
+    int fd;
+    size_t len, chunk;
+    unsigned delay_us;
+} writer;
+
+static unsigned char pattern(size_t i) { return (unsigned char)(i * 7 + (i >> 9)); }
+
+static void *write_pattern(void *arg)
+{
+    writer *w = arg;
+    unsigned char *buf = malloc(w->len);
+    for (size_t i = 0; i < w->len; i++)
+        buf[i] = pattern(i);
+    for (size_t done = 0; done < w->len;) {
+        size_t n = w->len - done < w->chunk ? w->len - done : w->chunk;
+        ssize_t r = send(w->fd, buf + done, n, MSG_NOSIGNAL);
+        if (r < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (r <= 0)
+            break;
+        done += (size_t)r;
+        if (w->delay_us)
+            usleep(w->delay_us);
+    }
+    free(buf);
+    return NULL;
+}
+
+static void test_ranges(void)
+{
+    int sv[2];
+    pair(sv);
+    char buf[16];
+    fastsock_ctl ctl = FASTSOCK_CTL_INIT;
+    CHECK(fastsock_recvall(sv[0], buf, 16, 17, 0, &ctl) == FASTSOCK_EOFFSET);
+    CHECK(fastsock_recvall(sv[0], buf, 16, 16, 1, &ctl) == FASTSOCK_ECOUNT);
+    CHECK(fastsock_recvall(sv[0], buf, 16, 16, 0, &ctl) == 0);
+    CHECK(fastsock_recvall(sv[0], buf, 16, 1, SIZE_MAX - 1, &ctl) == FASTSOCK_ECOUNT);
+    CHECK(fastsock_recv(sv[0], buf, 16, SIZE_MAX, 1, 0, &ctl) == FASTSOCK_EOFFSET);
+    CHECK(fastsock_send(sv[0], buf, 16, 8, 9, &ctl) == FASTSOCK_ECOUNT);
+    CHECK(fastsock_sendall(sv[0], buf, 16, 2, SIZE_MAX - 1, &ctl) == FASTSOCK_ECOUNT);
+    CHECK(fastsock_sendfile(sv[0], 0, -1, 1, &ctl) == FASTSOCK_EOFFSET);
+    CHECK(ctl.moved == 0);
+    /* FASTSOCK_ALL from the end is an empty range, not an error. */
+    CHECK(fastsock_sendall(sv[0], buf, 16, 16, FASTSOCK_ALL, &ctl) == 0);
+    CHECK(strstr(fastsock_strerror(FASTSOCK_ECOUNT), "count") != NULL);
+    CHECK(strlen(fastsock_strerror(-ECONNRESET)) > 0);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+/* A runtime's O_NONBLOCK socket: made blocking for the transfer (few recv
+ * calls), and O_NONBLOCK and SO_RCVTIMEO are back afterwards. */
+static void test_recvall_nonblocking_restored(void)
+{
+    int sv[2];
+    pair(sv);
+    set_nonblock(sv[0]);
+    struct timeval tv = { 7, 0 }, after;
+    setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    size_t len = 8u << 20;
+    writer w = { sv[1], len, 1u << 20, 0 };
+    pthread_t t;
+    pthread_create(&t, NULL, write_pattern, &w);
+    unsigned char *buf = malloc(len);
+    fastsock_ctl ctl = FASTSOCK_CTL_INIT;
+    ctl.timeout_ms = 10000;
+    CHECK(fastsock_recvall(sv[0], buf, len, 0, len, &ctl) == (fastsock_result)len);
+    pthread_join(t, NULL);
+    int same = 1;
+    for (size_t i = 0; i < len; i++)
+        same &= buf[i] == pattern(i);
+    CHECK(same);
+    CHECK(ctl.moved == len);
+    CHECK(fcntl(sv[0], F_GETFL) & O_NONBLOCK);
+    socklen_t sl = sizeof after;
+    getsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &after, &sl);
+    CHECK(after.tv_sec == 7 && after.tv_usec == 0);
+    if (!fastsock_portable_build())
+        CHECK(fastsock_recvall_cycles() <= 16);
+    free(buf);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+static void test_poll_only_and_timeout(void)
+{
+    int sv[2];
+    pair(sv);
+    set_nonblock(sv[0]);
+    char buf[100];
+    send(sv[1], "hello", 5, 0);
+    fastsock_ctl ctl = FASTSOCK_CTL_INIT;
+    ctl.flags = FASTSOCK_POLL_ONLY;
+    ctl.timeout_ms = 100;
+    CHECK(fastsock_recvall(sv[0], buf, sizeof buf, 0, 10, &ctl) == -ETIMEDOUT);
+    CHECK(ctl.moved == 5);
+    CHECK(memcmp(buf, "hello", 5) == 0);
+    ctl.flags = 0; /* the blocking path times out the same way */
+    send(sv[1], "abc", 3, 0);
+    CHECK(fastsock_recvall(sv[0], buf, sizeof buf, 0, 10, &ctl) == -ETIMEDOUT);
+    CHECK(ctl.moved == 3);
+    ctl.timeout_ms = 0; /* never wait */
+    CHECK(fastsock_recv(sv[0], buf, sizeof buf, 0, 10, 0, &ctl) == -EAGAIN);
+    close(sv[1]);
+    ctl.timeout_ms = -1;
+    CHECK(fastsock_recv(sv[0], buf, sizeof buf, 0, 10, 0, &ctl) == 0);
+    CHECK(fastsock_recvall(sv[0], buf, sizeof buf, 0, 1, &ctl) == FASTSOCK_EOF);
+    close(sv[0]);
+}
+
+static volatile sig_atomic_t alarms;
+static void on_alarm(int sig) { (void)sig; alarms++; }
+static int hook_calls;
+static int stop_after_three(void *arg)
+{
+    (void)arg;
+    return ++hook_calls >= 3 ? -EINTR : 0;
+}
+
+/* Signals reach the hook, which can stop the call; moved stays exact. */
+static void test_interrupt_hook(void)
+{
+    int sv[2];
+    pair(sv);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm; /* no SA_RESTART: the call sees EINTR */
+    sigaction(SIGALRM, &sa, NULL);
+    struct itimerval it = { { 0, 20000 }, { 0, 20000 } };
+    setitimer(ITIMER_REAL, &it, NULL);
+    send(sv[1], "12345", 5, 0);
+    char buf[64];
+    fastsock_ctl ctl = FASTSOCK_CTL_INIT;
+    ctl.on_interrupt = stop_after_three;
+    hook_calls = 0;
+    CHECK(fastsock_recvall(sv[0], buf, sizeof buf, 0, sizeof buf, &ctl) == -EINTR);
+    CHECK(ctl.moved == 5);
+    CHECK(hook_calls == 3);
+    struct itimerval off = { { 0, 0 }, { 0, 0 } };
+    setitimer(ITIMER_REAL, &off, NULL);
+    CHECK(alarms >= 3);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+/* With SIGPIPE at its default action, a gone peer is -EPIPE, not death. */
+static void test_no_sigpipe(void)
+{
+    signal(SIGPIPE, SIG_DFL);
+    int sv[2];
+    pair(sv);
+    close(sv[1]);
+    char buf[4096] = { 0 };
+    fastsock_ctl ctl = FASTSOCK_CTL_INIT;
+    CHECK(fastsock_sendall(sv[0], buf, sizeof buf, 0, FASTSOCK_ALL, &ctl) == -EPIPE);
+    CHECK(fastsock_send(sv[0], buf, sizeof buf, 0, FASTSOCK_ALL, &ctl) == -EPIPE);
+    FILE *f = tmpfile();
+    fwrite(buf, 1, sizeof buf, f);
+    fflush(f);
+    CHECK(fastsock_sendfile(sv[0], fileno(f), 0, FASTSOCK_ALL, &ctl) == -EPIPE);
+    sigset_t pending;
+    sigpending(&pending);
+    CHECK(!sigismember(&pending, SIGPIPE));
+    fclose(f);
+    close(sv[0]);
+}
+
+static void test_sendfile_pipe_and_bounds(void)
+{
+    int sv[2], pp[2];
+    pair(sv);
+    if (pipe(pp) < 0)
+        exit(2);
+    CHECK(write(pp[1], "pipe-data", 9) == 9);
+    close(pp[1]);
+    fastsock_ctl ctl = FASTSOCK_CTL_INIT;
+    CHECK(fastsock_sendfile(sv[0], pp[0], 1, FASTSOCK_ALL, &ctl) == -ESPIPE);
+    CHECK(fastsock_sendfile(sv[0], pp[0], 0, FASTSOCK_ALL, &ctl) == 9);
+    char got[16] = { 0 };
+    CHECK(recv(sv[1], got, sizeof got, 0) == 9 && memcmp(got, "pipe-data", 9) == 0);
+    FILE *f = tmpfile();
+    fputs("0123456789", f);
+    fflush(f);
+    CHECK(fastsock_sendfile(sv[0], fileno(f), 10, FASTSOCK_ALL, &ctl) == 0);
+    CHECK(fastsock_sendfile(sv[0], fileno(f), 100, 5, &ctl) == 0);
+    CHECK(fastsock_sendfile(sv[0], fileno(f), 7, 100, &ctl) == 3);
+    CHECK(recv(sv[1], got, sizeof got, 0) == 3 && memcmp(got, "789", 3) == 0);
+    int write_only = open("/dev/null", O_WRONLY);
+    CHECK(fastsock_sendfile(sv[0], write_only, 0, 1, &ctl) == -EBADF);
+    close(write_only);
+    fclose(f);
+    close(pp[0]);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+/* A send on a full socket that may not wait: -EAGAIN, nothing counted. */
+static void test_send_full_socket(void)
+{
+    int sv[2];
+    pair(sv);
+    size_t len = 16u << 20;
+    char *buf = calloc(1, len);
+    fastsock_ctl ctl = FASTSOCK_CTL_INIT;
+    ctl.timeout_ms = 0;
+    fastsock_result first = fastsock_send(sv[0], buf, len, 0, FASTSOCK_ALL, &ctl);
+    CHECK(first > 0 && (size_t)first < len);
+    CHECK(fastsock_send(sv[0], buf, len, (size_t)first, FASTSOCK_ALL, &ctl) == -EAGAIN);
+    CHECK(ctl.moved == 0);
+    ctl.timeout_ms = 50;
+    CHECK(fastsock_sendall(sv[0], buf, len, 0, FASTSOCK_ALL, &ctl) == -ETIMEDOUT);
+    CHECK(ctl.moved < len);
+    free(buf);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+static void test_not_a_socket(void)
+{
+    FILE *f = tmpfile();
+    char buf[8];
+    fastsock_ctl ctl = FASTSOCK_CTL_INIT;
+    CHECK(fastsock_recvall(fileno(f), buf, 8, 0, 8, &ctl) == -ENOTSOCK);
+    CHECK(fastsock_sendall(fileno(f), buf, 8, 0, 8, &ctl) == -ENOTSOCK);
+    CHECK(fastsock_recvall(-1, buf, 8, 0, 8, &ctl) == -EBADF);
+    fclose(f);
+}
+
+int main(void)
+{
+    test_ranges();
+    test_recvall_nonblocking_restored();
+    test_poll_only_and_timeout();
+    test_interrupt_hook();
+    test_no_sigpipe();
+    test_sendfile_pipe_and_bounds();
+    test_send_full_socket();
+    test_not_a_socket();
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
