@@ -410,6 +410,27 @@ static VALUE fastsock_rb__unlock_written(VALUE str)
     return Qnil;
 }
 
+/* A short String keeps its bytes inside the object, in the GC's heap pages.
+ * GC.compact, which may run in another thread while the GVL is released,
+ * moves objects and mprotects the pages it moved them from (Ruby 3.0 and
+ * 3.1 use that as a read barrier), so a system call writing or reading there
+ * fails with EFAULT, or hits an object's new tenant. Transfers therefore use
+ * malloc'd bytes only. Embedded Strings are at most 640 bytes in every Ruby
+ * (RSTRING_EMBED_LEN_MAX, 23, before variable-width allocation). */
+#define FASTSOCK_RB__EMBED_MAX 640
+
+static int fastsock_rb__embedded(VALUE str)
+{
+    return !RB_FL_TEST_RAW(str, RSTRING_NOEMBED);
+}
+
+/* Moves a target's bytes out of the object: capacity beyond any embedded size. */
+static void fastsock_rb__unembed(VALUE str)
+{
+    if (fastsock_rb__embedded(str))
+        rb_str_modify_expand(str, FASTSOCK_RB__EMBED_MAX + 1);
+}
+
 static VALUE fastsock_rb__lock(VALUE str)
 {
     return rb_str_locktmp(str);
@@ -467,6 +488,7 @@ static VALUE fastsock_rb_recvall(VALUE sockv, int fd, size_t n, fastsock_ctl *ct
     (void)fastsock_rb__buffered(io); /* refuses decoded characters before allocating */
     /* One allocation at the final size, filled in place. */
     VALUE str = rb_str_buf_new((long)n);
+    fastsock_rb__unembed(str); /* Ruby >= 3.2 embeds small buffers */
     fastsock_rb_recv_job j = { &c, str, io, 1, 0, n };
     c.count = n;
     rb_str_locktmp(str);
@@ -496,6 +518,7 @@ static fastsock_result fastsock_rb__recv_into(fastsock_rb_op op, const char *nam
     VALUE io = fastsock_rb__io_of(sockv, "sock");
     (void)fastsock_rb__buffered(io);
     rb_str_modify(strv); /* FrozenError; a shared String gets its own bytes */
+    fastsock_rb__unembed(strv);
     rb_str_locktmp(strv);
     fastsock_rb_recv_job j = { &c, strv, io, 0, op == FASTSOCK_RB_RECV, 0 };
     rb_ensure(fastsock_rb__recv_body, (VALUE)&j, fastsock_rb__unlock_written, strv);
@@ -510,13 +533,15 @@ static fastsock_result fastsock_rb__recv_into(fastsock_rb_op op, const char *nam
 typedef struct fastsock_rb_send_job {
     fastsock_rb_call *call;
     VALUE str;
+    char small[FASTSOCK_RB__EMBED_MAX]; /* an embedded String's bytes, copied */
+    int use_small;
 } fastsock_rb_send_job;
 
 static VALUE fastsock_rb__send_body(VALUE arg)
 {
     fastsock_rb_send_job *j = (fastsock_rb_send_job *)arg;
     fastsock_rb_call *c = j->call;
-    c->base = RSTRING_PTR(j->str);
+    c->base = j->use_small ? j->small : RSTRING_PTR(j->str);
     c->len = (size_t)RSTRING_LEN(j->str);
     size_t n;
     fastsock_result rc = fastsock_rb__check_range(c->len, c->offset, c->count, &n);
@@ -537,12 +562,19 @@ static fastsock_result fastsock_rb__send(fastsock_rb_op op, const char *name, VA
     fastsock_rb__begin(&c, op, name, fd, ctl);
     c.offset = offset;
     c.count = count;
-    fastsock_rb_send_job j = { &c, strv };
-    /* A frozen String can't change under us. Otherwise lock it; if another
-     * thread holds the lock (sending the same String), send a frozen
-     * snapshot, which shares the bytes instead of copying them. */
+    fastsock_rb_send_job j;
+    j.call = &c;
+    j.str = strv;
+    j.use_small = 0;
     int locked = 0;
-    if (!OBJ_FROZEN(strv)) {
+    if (fastsock_rb__embedded(strv) && RSTRING_LEN(strv) <= FASTSOCK_RB__EMBED_MAX) {
+        /* A few bytes: copied, so neither a lock nor the GC matters. */
+        memcpy(j.small, RSTRING_PTR(strv), (size_t)RSTRING_LEN(strv));
+        j.use_small = 1;
+    } else if (!OBJ_FROZEN(strv)) {
+        /* A frozen String's bytes can't change under us. Otherwise lock it;
+         * if another thread holds the lock (sending the same String), send
+         * a frozen snapshot, which shares the bytes instead of copying them. */
         int state = 0;
         rb_protect(fastsock_rb__lock, strv, &state);
         if (state == 0) {

@@ -104,6 +104,30 @@ class FastsockTest < Minitest::Test
     data << "still writable"
   end
 
+  def test_small_targets_stay_put_while_gc_compacts
+    skip "GC.compact is not available here" unless GC.respond_to?(:compact)
+
+    # An embedded String keeps its bytes inside the object: if compaction
+    # moved it during the transfer, the bytes would land in freed memory.
+    stop = false
+    compactor = Thread.new { GC.compact until stop }
+    10.times do |i|
+      buf = "\xA5".b * 20
+      sock = connect("gen len=20 seed=#{i} trickle=5:10")
+      assert_equal 20, Fastsock.recvall_into(sock, buf)
+      assert_equal stream(i, 0, 20), buf
+      assert_equal stream(i, 0, 20), Fastsock.recvall(connect("gen len=20 seed=#{i} trickle=4:5"), 20)
+      sink = connect("sink seed=#{i}")
+      small = stream(i, 0, 20)
+      sent = 0
+      sent += Fastsock.send(sink, small, sent) while sent < 20
+      assert_equal [20, 20], Loopback.sink_answer(sink)
+    end
+  ensure
+    stop = true
+    compactor&.join
+  end
+
   # -- interrupts ----------------------------------------------------------------
 
   def stalled(prefix)
