@@ -19,6 +19,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -73,6 +74,23 @@ const char *fastsock_strerror(fastsock_result err)
     if (err < -INT_MAX)
         return "unknown error";
     return strerror((int)-err);
+}
+
+void fastsock_advise_fresh(void *buf, size_t len)
+{
+#if defined(MADV_HUGEPAGE)
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    if (len < huge)
+        return;
+    /* madvise wants page-aligned bounds; only whole huge pages benefit. */
+    uintptr_t start = ((uintptr_t)buf + huge - 1) & ~(huge - 1);
+    uintptr_t end = ((uintptr_t)buf + len) & ~(huge - 1);
+    if (end > start)
+        madvise((void *)start, end - start, MADV_HUGEPAGE);
+#else
+    (void)buf;
+    (void)len;
+#endif
 }
 
 /* ---- ranges and deadlines ------------------------------------------------- */

@@ -106,6 +106,15 @@ fastsock_result fastsock_sendall(int fd, const void *data, size_t len,
 fastsock_result fastsock_sendfile(int sock, int file, int64_t offset,
                                   size_t count, fastsock_ctl *ctl);
 
+/*
+ * For a buffer just allocated and not yet touched, that a receive will fill:
+ * asks the kernel to back it with huge pages where it can, so that filling it
+ * takes one page fault per 2 MiB instead of one per 4 KiB. A no-op for small
+ * buffers and where the platform has no such advice. Bindings call it on
+ * their fresh recvall results.
+ */
+void fastsock_advise_fresh(void *buf, size_t len);
+
 /* recv system calls made by this thread's last fastsock_recvall. */
 unsigned long fastsock_recvall_cycles(void);
 

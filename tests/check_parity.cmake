@@ -2,7 +2,6 @@
 # the file lacks. Each runner's `--list` prints the names of the cases it can
 # run; a runner must refuse keys and values it does not implement, so a new
 # key in cases.txt shows up here as a missing case.
-include(${RUNNERS})
 file(STRINGS ${CASES} lines)
 set(expected "")
 foreach(line IN LISTS lines)
@@ -17,8 +16,9 @@ if(n_expected EQUAL 0)
 endif()
 
 set(failed FALSE)
-foreach(lang IN LISTS runners)
-  execute_process(COMMAND ${CMAKE_COMMAND} -E env ${env_${lang}} ${cmd_${lang}} --list --cases ${CASES}
+foreach(lang IN LISTS RUNNERS)
+  include(${RUNNERS_DIR}/${lang}.cmake) # sets R_COMMAND and env
+  execute_process(COMMAND ${CMAKE_COMMAND} -E env ${env} ${R_COMMAND} --list --cases ${CASES}
                   OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
   string(REGEX REPLACE "\n$" "" out "${out}")
   string(REPLACE "\n" ";" known "${out}")
@@ -35,7 +35,7 @@ foreach(lang IN LISTS runners)
     message("${lang}: knows all ${n_expected} cases")
   endif()
 endforeach()
-list(LENGTH runners n_runners)
+list(LENGTH RUNNERS n_runners)
 if(n_runners EQUAL 0)
   message(FATAL_ERROR "no runner registered")
 endif()

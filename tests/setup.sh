@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what the build needs (Debian 12) when it is missing, then
+# configures and builds everything into build/ (or $FASTSOCK_BUILD_DIR).
+# Extra arguments go to cmake's configure step.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(cmake make gcc swig python3-dev lua5.4 liblua5.4-dev lua-socket ruby ruby-dev
+          valgrind gnuplot-nox strace)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+build="${FASTSOCK_BUILD_DIR:-build}"
+# The python3 first on PATH is the one users import from (a pyenv shim
+# here): pin its real binary, or CMake may pick another.
+python=$(python3 -c 'import sys; print(sys.executable)')
+cmake -S . -B "$build" -DPython3_EXECUTABLE="$python" "$@" >/dev/null
+cmake --build "$build" -j"$(nproc)"
