@@ -8,15 +8,27 @@
  *
  * Output: one CSV row per variant and size:
  *   lang,variant,side,bytes,median_mbps,min_mbps,max_mbps,rss_x
+ *
+ * With --worker it instead serves bench/run.py's line protocol on stdin
+ * (`list`, `run VARIANT BYTES`, `quit`; see bench/README.md), so that the
+ * driver can interleave C's rounds with every other language's.
+ *
+ * A transfer is timed from the moment its request is on the wire until the
+ * last byte is in (for sends: until the sink has answered that it read them
+ * all); connecting, and freeing a fresh result, are outside the clock, as
+ * they are in the other languages' workers.
  */
 #include "fastsock.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -27,6 +39,9 @@ static int port;
 static unsigned char *hot;       /* preallocated and touched: the best case */
 static unsigned char *send_data; /* what the send variants send */
 static int data_file = -1;       /* the same bytes, for sendfile */
+static double t_start;           /* set once a request is on the wire */
+static void *to_free;            /* a fresh result, freed after the clock stops */
+static int last_align = -1;      /* page offset of the last receive's destination */
 
 static double now_s(void)
 {
@@ -45,6 +60,7 @@ static int dial(const char *request)
         perror("bench: connect");
         exit(2);
     }
+    t_start = now_s();
     return fd;
 }
 
@@ -95,14 +111,22 @@ static long rss_kib(const char *field)
 
 static char request[128];
 
+/* The clock starts once data is there: the server's own set-up for a
+ * request is not the receiving side's cost. */
 static int open_gen(size_t n)
 {
     snprintf(request, sizeof request, "gen len=%zu seed=1\n", n);
-    return dial(request);
+    int fd = dial(request);
+    struct pollfd p = { fd, POLLIN, 0 };
+    while (poll(&p, 1, -1) < 0 && errno == EINTR)
+        ;
+    t_start = now_s();
+    return fd;
 }
 
 static void recv_waitall_into(unsigned char *buf, size_t n)
 {
+    last_align = (int)((uintptr_t)buf % 4096);
     int fd = open_gen(n);
     for (size_t done = 0; done < n;) {
         ssize_t r = recv(fd, buf + done, n - done, MSG_WAITALL);
@@ -114,16 +138,67 @@ static void recv_waitall_into(unsigned char *buf, size_t n)
 
 static void c_recv_waitall_hot(size_t n) { recv_waitall_into(hot, n); }
 
-static void c_recv_waitall_fresh(size_t n)
+/* Fresh results are allocated before the request goes out, as a binding
+ * allocates its result before the first receive. */
+static unsigned char *fresh(size_t n)
 {
-    unsigned char *buf = malloc(n);
+    unsigned char *buf = malloc(n ? n : 1);
     die_if(buf == NULL, "malloc");
+    to_free = buf;
+    return buf;
+}
+
+static void c_recv_waitall_fresh(size_t n) { recv_waitall_into(fresh(n), n); }
+
+/* The alignment control: the same hot buffer, its start moved within the
+ * page to where glibc puts large blocks (16) and where a Python bytes
+ * object's data lands (48); see bench/README.md. */
+static void c_recv_waitall_hot16(size_t n) { recv_waitall_into(hot + 16, n); }
+static void c_recv_waitall_hot48(size_t n) { recv_waitall_into(hot + 48, n); }
+
+/* What each way through the page-fault wall buys: huge pages, and
+ * pre-faulting (its cost inside the clock, since a binding would pay it). */
+static void c_recv_waitall_fresh_thp(size_t n)
+{
+    unsigned char *buf = fresh(n);
+    fastsock_advise_fresh(buf, n);
     recv_waitall_into(buf, n);
-    free(buf);
+}
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* Faults every page in before the data comes; inside the clock, which
+ * starts when the request is on the wire. */
+static void recv_prefaulted(unsigned char *buf, size_t n)
+{
+    uintptr_t start = ((uintptr_t)buf + 4095) & ~(uintptr_t)4095;
+    uintptr_t end = ((uintptr_t)buf + n) & ~(uintptr_t)4095;
+    last_align = (int)((uintptr_t)buf % 4096);
+    int fd = open_gen(n);
+    if (end > start && madvise((void *)start, end - start, MADV_POPULATE_WRITE) < 0)
+        memset(buf, 0, n); /* kernels before 5.14 */
+    for (size_t done = 0; done < n;) {
+        ssize_t r = recv(fd, buf + done, n - done, MSG_WAITALL);
+        die_if(r <= 0, "recv");
+        done += (size_t)r;
+    }
+    close(fd);
+}
+
+static void c_recv_waitall_fresh_prefault(size_t n) { recv_prefaulted(fresh(n), n); }
+
+static void c_recv_waitall_fresh_thp_prefault(size_t n)
+{
+    unsigned char *buf = fresh(n);
+    fastsock_advise_fresh(buf, n);
+    recv_prefaulted(buf, n);
 }
 
 static void c_recv_64k_hot(size_t n)
 {
+    last_align = 0;
     int fd = open_gen(n);
     for (size_t done = 0; done < n;) {
         size_t want = n - done < 65536 ? n - done : 65536;
@@ -134,22 +209,56 @@ static void c_recv_64k_hot(size_t n)
     close(fd);
 }
 
-static void core_recvall_into(unsigned char *buf, size_t n)
+static void core_recvall_flags(unsigned char *buf, size_t n, int nonblock, unsigned flags)
 {
+    last_align = (int)((uintptr_t)buf % 4096);
     int fd = open_gen(n);
+    if (nonblock)
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     fastsock_ctl ctl = FASTSOCK_CTL_INIT;
+    ctl.flags = flags;
     die_if(fastsock_recvall(fd, buf, n, 0, n, &ctl) != (fastsock_result)n, "fastsock_recvall");
     close(fd);
 }
 
+static void core_recvall_into(unsigned char *buf, size_t n) { core_recvall_flags(buf, n, 0, 0); }
+
 static void fastsock_recvall_hot(size_t n) { core_recvall_into(hot, n); }
 
-static void fastsock_recvall_fresh(size_t n)
+static void fastsock_recvall_fresh(size_t n) { core_recvall_into(fresh(n), n); }
+
+/* The system-call target: an O_NONBLOCK socket, made blocking for the
+ * transfer (the default) or polled (FASTSOCK_POLL_ONLY). */
+static void fastsock_recvall_nonblock(size_t n) { core_recvall_flags(hot, n, 1, 0); }
+static void fastsock_recvall_poll_only(size_t n)
 {
-    unsigned char *buf = malloc(n);
-    die_if(buf == NULL, "malloc");
-    core_recvall_into(buf, n);
-    free(buf);
+    core_recvall_flags(hot, n, 1, FASTSOCK_POLL_ONLY);
+}
+
+/* 64-byte messages: the per-call cost of the core against a bare recv. */
+static void c_recv_64(size_t n)
+{
+    int fd = open_gen(n);
+    unsigned char small[64];
+    for (size_t done = 0; done < n;) {
+        ssize_t r = recv(fd, small, sizeof small, 0);
+        die_if(r <= 0, "recv");
+        done += (size_t)r;
+    }
+    close(fd);
+}
+
+static void fastsock_recv_64(size_t n)
+{
+    int fd = open_gen(n);
+    unsigned char small[64];
+    fastsock_ctl ctl = FASTSOCK_CTL_INIT;
+    for (size_t done = 0; done < n;) {
+        fastsock_result r = fastsock_recv(fd, small, sizeof small, 0, sizeof small, 0, &ctl);
+        die_if(r <= 0, "fastsock_recv");
+        done += (size_t)r;
+    }
+    close(fd);
 }
 
 static int open_sink(void) { return dial("sink seed=1 off=0\n"); }
@@ -198,11 +307,9 @@ static void fastsock_sendfile_(size_t n)
 
 static void fastsock_recvall_fresh_thp(size_t n)
 {
-    unsigned char *buf = malloc(n);
-    die_if(buf == NULL, "malloc");
+    unsigned char *buf = fresh(n);
     fastsock_advise_fresh(buf, n);
     core_recvall_into(buf, n);
-    free(buf);
 }
 
 typedef struct variant {
@@ -213,14 +320,23 @@ typedef struct variant {
 static const variant variants[] = {
     { "recv_waitall_hot", "recv", c_recv_waitall_hot },
     { "recv_waitall_fresh", "recv", c_recv_waitall_fresh },
+    { "recv_waitall_hot_pg16", "recv", c_recv_waitall_hot16 },
+    { "recv_waitall_hot_pg48", "recv", c_recv_waitall_hot48 },
+    { "recv_waitall_fresh_thp", "recv", c_recv_waitall_fresh_thp },
+    { "recv_waitall_fresh_prefault", "recv", c_recv_waitall_fresh_prefault },
+    { "recv_waitall_fresh_thp_prefault", "recv", c_recv_waitall_fresh_thp_prefault },
     { "recv_64k_loop_hot", "recv", c_recv_64k_hot },
     { "fastsock_recvall_hot", "recv", fastsock_recvall_hot },
     { "fastsock_recvall_fresh", "recv", fastsock_recvall_fresh },
     { "fastsock_recvall_fresh_thp", "recv", fastsock_recvall_fresh_thp },
+    { "fastsock_recvall_nonblock", "recv", fastsock_recvall_nonblock },
+    { "fastsock_recvall_poll_only", "recv", fastsock_recvall_poll_only },
     { "send", "send", c_send },
     { "fastsock_sendall", "send", fastsock_sendall_ },
     { "sendfile", "send", c_sendfile },
     { "fastsock_sendfile", "send", fastsock_sendfile_ },
+    { "recv_64", "msg", c_recv_64 },
+    { "fastsock_recv_64", "msg", fastsock_recv_64 },
 };
 #define NVARIANTS (sizeof variants / sizeof variants[0])
 
@@ -251,14 +367,93 @@ static int start_server(const char *path)
     return p;
 }
 
+/* One timed transfer: seconds, and the peak RSS it added in bytes. */
+static double time_one(const variant *v, size_t n, long *added_bytes)
+{
+    reset_peak_rss();
+    long before = rss_kib("VmRSS:");
+    last_align = -1;
+    v->run(n);
+    double dt = now_s() - t_start;
+    *added_bytes = (rss_kib("VmHWM:") - before) * 1024;
+    free(to_free);
+    to_free = NULL;
+    return dt;
+}
+
+static void prepare(size_t max)
+{
+    /* Page-aligned, so that no variant pays for a misaligned copy the others
+     * don't; 64 bytes over, for the alignment control's offsets. */
+    size_t cap = (max + 64 + 4095) / 4096 * 4096;
+    hot = aligned_alloc(4096, cap);
+    send_data = aligned_alloc(4096, cap);
+    die_if(hot == NULL || send_data == NULL, "allocation");
+    memset(hot, 1, cap);
+    for (size_t i = 0; i < max; i++)
+        send_data[i] = (unsigned char)(i * 131 + 7);
+    char path[] = "/tmp/fastsock-bench-XXXXXX";
+    data_file = mkstemp(path);
+    die_if(data_file < 0, "data file");
+    unlink(path);
+    for (size_t done = 0; done < max;) {
+        ssize_t w = write(data_file, send_data + done, max - done);
+        die_if(w <= 0, "data file");
+        done += (size_t)w;
+    }
+}
+
+/* bench/run.py's line protocol. */
+static int worker(size_t max)
+{
+    prepare(max);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    printf("ready\n");
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) {
+        char cmd[32] = "", name[128] = "";
+        unsigned long long n = 0;
+        if (sscanf(line, "%31s %127s %llu", cmd, name, &n) < 1)
+            continue;
+        if (!strcmp(cmd, "quit"))
+            break;
+        if (!strcmp(cmd, "pid")) {
+            printf("%ld\n", (long)getpid());
+        } else if (!strcmp(cmd, "list")) {
+            for (size_t v = 0; v < NVARIANTS; v++)
+                printf("%s%s:%s", v ? " " : "", variants[v].name, variants[v].side);
+            printf("\n");
+        } else if (!strcmp(cmd, "run")) {
+            const variant *v = NULL;
+            for (size_t i = 0; i < NVARIANTS; i++)
+                if (!strcmp(variants[i].name, name))
+                    v = &variants[i];
+            if (v == NULL || n > max) {
+                printf("err no variant %s or size %llu beyond --max\n", name, n);
+                continue;
+            }
+            long added;
+            double dt = time_one(v, (size_t)n, &added);
+            printf("ok %.9f %ld %d\n", dt, added, last_align);
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *server = NULL, *only = NULL;
-    size_t sizes[16];
-    int nsizes = 0, rounds = 5;
+    size_t sizes[16], max = 0;
+    int nsizes = 0, rounds = 5, as_worker = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--server") && i + 1 < argc)
             server = argv[++i];
+        else if (!strcmp(argv[i], "--worker"))
+            as_worker = 1;
+        else if (!strcmp(argv[i], "--port") && i + 1 < argc)
+            port = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--max") && i + 1 < argc)
+            max = (size_t)strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
             rounds = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc)
@@ -266,9 +461,19 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--size") && i + 1 < argc && nsizes < 16)
             sizes[nsizes++] = (size_t)strtoull(argv[++i], NULL, 10);
         else {
-            fprintf(stderr, "usage: %s --server PATH [--size BYTES]... [--rounds N] [--only SUBSTRING]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s --server PATH [--size BYTES]... [--rounds N] [--only SUBSTRING]\n"
+                    "       %s --worker --port PORT --max BYTES\n",
+                    argv[0], argv[0]);
             return 2;
         }
+    }
+    if (as_worker) {
+        if (port <= 0 || max == 0) {
+            fprintf(stderr, "bench: --worker needs --port and --max\n");
+            return 2;
+        }
+        return worker(max);
     }
     if (server == NULL || rounds < 1) {
         fprintf(stderr, "bench: need --server PATH\n");
@@ -276,21 +481,10 @@ int main(int argc, char **argv)
     }
     if (nsizes == 0)
         sizes[nsizes++] = (size_t)256 << 20;
-    size_t max = 0;
     for (int s = 0; s < nsizes; s++)
         max = sizes[s] > max ? sizes[s] : max;
     port = start_server(server);
-    /* Page-aligned, so that no variant pays for a misaligned copy the others don't. */
-    hot = aligned_alloc(4096, (max + 4095) / 4096 * 4096);
-    send_data = aligned_alloc(4096, (max + 4095) / 4096 * 4096);
-    die_if(hot == NULL || send_data == NULL, "allocation");
-    memset(hot, 1, max);
-    for (size_t i = 0; i < max; i++)
-        send_data[i] = (unsigned char)(i * 131 + 7);
-    char path[] = "/tmp/fastsock-bench-XXXXXX";
-    data_file = mkstemp(path);
-    unlink(path);
-    die_if(data_file < 0 || write(data_file, send_data, max) != (ssize_t)max, "data file");
+    prepare(max);
 
     printf("lang,variant,side,bytes,median_mbps,min_mbps,max_mbps,rss_x\n");
     for (int s = 0; s < nsizes; s++) {
@@ -300,17 +494,14 @@ int main(int argc, char **argv)
         int r_max = rounds > 64 ? 64 : rounds;
         for (size_t v = 0; v < NVARIANTS; v++)
             if (!only || strstr(variants[v].name, only))
-                variants[v].run(n); /* warm-up, not timed */
+                (void)time_one(&variants[v], n, &rss_added[v]); /* warm-up */
+        memset(rss_added, 0, sizeof rss_added);
         for (int r = 0; r < r_max; r++) {
             for (size_t v = 0; v < NVARIANTS; v++) {
                 if (only && !strstr(variants[v].name, only))
                     continue;
-                reset_peak_rss();
-                long before = rss_kib("VmRSS:");
-                double t0 = now_s();
-                variants[v].run(n);
-                double dt = now_s() - t0;
-                long added = rss_kib("VmHWM:") - before;
+                long added;
+                double dt = time_one(&variants[v], n, &added);
                 if (added > rss_added[v])
                     rss_added[v] = added;
                 mbps[v][r] = (double)n / 1e6 / dt;
@@ -322,7 +513,7 @@ int main(int argc, char **argv)
             qsort(mbps[v], (size_t)r_max, sizeof(double), cmp_double);
             printf("c,%s,%s,%zu,%.0f,%.0f,%.0f,%.2f\n", variants[v].name, variants[v].side, n,
                    mbps[v][r_max / 2], mbps[v][0], mbps[v][r_max - 1],
-                   (double)rss_added[v] * 1024.0 / (double)n);
+                   (double)rss_added[v] / (double)n);
             fflush(stdout);
         }
     }

@@ -1,0 +1,136 @@
+-- Lua side of the benchmark: one variant per request, driven by bench/run.py.
+--
+--   lua5.4 bench/lua/worker.lua --port PORT --file DATAFILE --max BYTES
+--
+-- Speaks the driver's line protocol on stdin/stdout (see bench/README.md).
+local socket = require "socket"
+local fastsock = require "fastsock"
+
+local CHUNK = 64 * 1024
+
+local opts = {}
+for i = 1, #arg, 2 do opts[arg[i]:gsub("^%-%-", "")] = arg[i + 1] end
+local PORT = math.tointeger(tonumber(opts.port))
+local MAX = math.tointeger(tonumber(opts.max))
+local f = assert(io.open(opts.file, "rb"))
+local DATA = f:read(MAX)
+f:close()
+local FILE = assert(io.open(opts.file, "rb"))
+-- Reused buffers, touched once here, as a program that keeps one would.
+local REUSED = fastsock.buffer(math.max(MAX, 1))
+local SMALL = fastsock.buffer(64)
+
+local function status_kib(field)
+  for line in io.lines("/proc/self/status") do
+    local kb = line:match("^" .. field .. "%s+(%d+)")
+    if kb then return tonumber(kb) end
+  end
+  return 0
+end
+
+local function reset_peak()
+  local c = assert(io.open("/proc/self/clear_refs", "w"))
+  c:write("5") -- resets VmHWM to the current RSS
+  c:close()
+end
+
+local function connect(request)
+  local s = assert(socket.tcp())
+  assert(s:connect("127.0.0.1", PORT))
+  assert(s:send(request))
+  return s
+end
+
+local function finish_send(s, n)
+  s:shutdown("send")
+  local answer = assert(s:receive("*a"))
+  local got = tonumber(answer:match("got=(%d+)"))
+  assert(got == n, "sink got " .. tostring(got) .. " of " .. n)
+end
+
+local function check(ok, err, partial)
+  if not ok then error(tostring(err) .. " after " .. tostring(partial)) end
+  return ok
+end
+
+local VARIANTS = {
+  { "receive", "recv", function(s, n) return check(s:receive(n)) end },
+  { "receive_64k_concat", "recv", function(s, n)
+      local parts, got = {}, 0
+      while got < n do
+        local c, err, partial = s:receive(math.min(CHUNK, n - got))
+        c = c or partial
+        if err and #c == 0 then error(err) end
+        parts[#parts + 1] = c
+        got = got + #c
+      end
+      return table.concat(parts)
+    end },
+  { "fastsock_recvall", "recv", function(s, n) return check(fastsock.recvall(s, n)) end },
+  { "fastsock_recvall_into", "recv", function(s, n)
+      check(fastsock.recvall_into(s, REUSED, n))
+      return REUSED
+    end },
+  { "send", "send", function(s, n) check(s:send(DATA, 1, n)) end },
+  { "fastsock_sendall", "send", function(s, n) check(fastsock.sendall(s, DATA, 1, n)) end },
+  { "fastsock_sendfile", "send", function(s, n) check(fastsock.sendfile(s, FILE, 0, n)) end },
+  { "receive_64", "msg", function(s, n)
+      local got = 0
+      while got < n do got = got + #check(s:receive(64)) end
+    end },
+  { "fastsock_recv_into_64", "msg", function(s, n)
+      local got, recv_into = 0, fastsock.recv_into
+      while got < n do got = got + check(recv_into(s, SMALL, 64)) end
+    end },
+}
+local by_name = {}
+for _, v in ipairs(VARIANTS) do by_name[v[1]] = v end
+
+local function run(name, n)
+  local v = assert(by_name[name], "no variant " .. name)
+  local side, fn = v[2], v[3]
+  local s = connect(side == "send" and "sink seed=1 off=0\n" or ("gen len=" .. n .. " seed=1\n"))
+  -- The clock starts once data is there: the server's own set-up for a
+  -- request is not the receiving side's cost.
+  if side ~= "send" then socket.select({ s }, nil) end
+  reset_peak()
+  local before = status_kib("VmRSS:")
+  local t0 = socket.gettime()
+  local result = fn(s, n)
+  if side == "send" then finish_send(s, n) end
+  local dt = socket.gettime() - t0
+  local added = status_kib("VmHWM:") - before
+  s:close()
+  local align = -1
+  if side == "recv" then
+    assert(#result >= n, name .. ": short result")
+    -- fastsock buffers are their own mappings; Lua strings' offsets can't be seen.
+    if result == REUSED then align = 0 end
+  end
+  return dt, added * 1024, align
+end
+
+io.stdout:setvbuf("line")
+print("ready")
+for line in io.lines() do
+  local cmd = {}
+  for w in line:gmatch("%S+") do cmd[#cmd + 1] = w end
+  if cmd[1] == "quit" then break end
+  if cmd[1] == "list" then
+    local names = {}
+    for _, v in ipairs(VARIANTS) do names[#names + 1] = v[1] .. ":" .. v[2] end
+    print(table.concat(names, " "))
+  elseif cmd[1] == "pid" then
+    local stat = assert(io.open("/proc/self/stat")):read("l")
+    print(stat:match("^(%d+)"))
+  elseif cmd[1] == "run" then
+    local ok, dt, added, align = pcall(run, cmd[2], math.tointeger(tonumber(cmd[3])))
+    if ok then
+      print(string.format("ok %.9f %d %d", dt, added, align))
+    else
+      print((("err " .. tostring(dt)):gsub("\n", " ")))
+    end
+  end
+  collectgarbage()
+  collectgarbage()
+end

@@ -1,0 +1,502 @@
+#!/usr/bin/env python3
+"""fastsock's benchmark: every language's fastsock and standard idioms, and plain C.
+
+    bench/run.py [--full] [--build DIR] [--out DIR] [--rounds N] [--sizes LIST]
+
+One worker process per language (C, Python, Ruby, Lua) stays up for the whole
+run; the driver asks each for one transfer at a time, round by round, so that
+every variant of every language interleaves with every other (A B C .. A B C
+..) and the machine's drift hits them all alike. The loopback server runs on
+one CPU and the workers on another.
+
+Quick mode (the default, run by the README's first command) stops at 16 MiB;
+--full adds 256 MiB, more rounds and the strace recv-call counts, and writes
+bench/results/. See bench/README.md for what each column means.
+"""
+import argparse
+import csv
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+KiB, MiB = 1 << 10, 1 << 20
+LANGS = ("c", "python", "ruby", "lua")
+
+# What each variant's "x C" column divides by: the C limit of its kind.
+C_RECV, C_SEND, C_SENDFILE, C_MSG = "recv_waitall_hot", "send", "sendfile", "recv_64"
+
+# Standard (non-fastsock) receive idioms whose result is a fresh object.
+FRESH_IDIOMS = {
+    "python": ["join_64k", "bytearray_recv_into", "recv_waitall", "makefile_read"],
+    "ruby": ["read", "readpartial_loop"],
+    "lua": ["receive", "receive_64k_concat"],
+}
+ALL_RECV_IDIOMS = {
+    "python": FRESH_IDIOMS["python"] + ["bytearray_recv_into_reused"],
+    "ruby": FRESH_IDIOMS["ruby"] + ["read_outbuf_reused"],
+    "lua": FRESH_IDIOMS["lua"],
+}
+NATIVE_MSG = {"c": "recv_64", "python": "recv_into_64", "ruby": "readpartial_64", "lua": "receive_64"}
+FASTSOCK_MSG = {"c": "fastsock_recv_64", "python": "fastsock_recv_into_64",
+                "ruby": "fastsock_recv_into_64", "lua": "fastsock_recv_into_64"}
+
+
+def say(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def human(n):
+    for unit, size in (("MiB", MiB), ("KiB", KiB)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n} B"
+
+
+def kind_of(variant, side):
+    if side == "msg":
+        return C_MSG
+    if side == "recv":
+        return C_RECV
+    return C_SENDFILE if ("sendfile" in variant or "copy_stream" in variant) else C_SEND
+
+
+class Worker:
+    def __init__(self, lang, argv, env, cpu):
+        self.lang = lang
+        preexec = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     env=env, text=True, bufsize=1, preexec_fn=preexec)
+        line = self.proc.stdout.readline().strip()
+        if line != "ready":
+            raise SystemExit(f"bench: the {lang} worker did not start ({line!r})")
+        self.variants = dict(v.split(":") for v in self.ask("list").split())
+        self.pid = int(self.ask("pid"))
+
+    def ask(self, line):
+        self.proc.stdin.write(line + "\n")
+        answer = self.proc.stdout.readline()
+        if not answer:
+            raise SystemExit(f"bench: the {self.lang} worker died on {line!r}")
+        return answer.strip()
+
+    def run(self, variant, n):
+        answer = self.ask(f"run {variant} {n}").split()
+        if answer[0] != "ok":
+            raise SystemExit(f"bench: {self.lang} {variant} {n}: {' '.join(answer[1:])}")
+        return float(answer[1]), int(answer[2]), int(answer[3])
+
+    def close(self):
+        try:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        self.proc.wait(timeout=30)
+
+
+def start_server(path, cpu):
+    preexec = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
+    proc = subprocess.Popen([path, "--idle-exit", "900"], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=preexec)
+    m = re.match(r"PORT (\d+)", proc.stdout.readline())
+    if not m:
+        raise SystemExit("bench: the loopback server did not start")
+    return proc, int(m.group(1))
+
+
+def make_data_file(max_bytes):
+    # Not the server's stream, so that its sink stops comparing at byte 0
+    # and reads at full speed.
+    f = tempfile.NamedTemporaryFile(prefix="fastsock-bench-", delete=False)
+    block = bytes((i * 131 + 7) & 0xFF for i in range(MiB))
+    left = max_bytes
+    while left > 0:
+        f.write(block[: min(left, MiB)])
+        left -= MiB
+    f.close()
+    return f.name
+
+
+def worker_commands(build, data, max_bytes):
+    common = ["--port", "{port}", "--file", data, "--max", str(max_bytes)]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.path.join(build, "bindings/python") + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["RUBYLIB"] = os.pathsep.join([os.path.join(ROOT, "bindings/ruby/lib"),
+                                      os.path.join(build, "bindings/ruby/lib"), env.get("RUBYLIB", "")])
+    env["LUA_CPATH"] = os.path.join(build, "bindings/lua/module/?.so") + ";;"
+    return env, {
+        "c": [os.path.join(build, "bench/fastsock-bench-c"), "--worker", "--port", "{port}",
+              "--max", str(max_bytes)],
+        "python": [sys.executable, os.path.join(HERE, "python/worker.py")] + common,
+        "ruby": [shutil.which("ruby") or "ruby", os.path.join(HERE, "ruby/worker.rb")] + common,
+        "lua": [shutil.which("lua5.4") or "lua5.4", os.path.join(HERE, "lua/worker.lua")] + common,
+    }
+
+
+RECV_CALL = re.compile(r"^(?:\d+\s+)?(recvfrom|recvmsg|recv|read|readv)\((\d+),")
+WAIT_CALL = re.compile(r"^(?:\d+\s+)?(poll|ppoll|select|pselect6|epoll_wait|epoll_pwait)\(")
+
+
+def strace_counts(worker, variant, n):
+    """recv and wait system calls of one transfer, counted from strace's log.
+
+    strace attaches to the idle worker, the transfer runs, strace detaches.
+    Reads of fd 0 (the worker's command channel) are not the transfer's.
+    """
+    log = tempfile.NamedTemporaryFile(prefix="fastsock-strace-", delete=False)
+    log.close()
+    st = subprocess.Popen(["strace", "-f", "-qq", "-o", log.name, "-p", str(worker.pid), "-e",
+                           "trace=recvfrom,recvmsg,read,readv,poll,ppoll,select,pselect6,"
+                           "epoll_wait,epoll_pwait"], stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # attached by then; -qq leaves no message to wait for
+    try:
+        worker.run(variant, n)
+    finally:
+        time.sleep(0.2)
+        st.send_signal(signal.SIGINT)
+        st.wait(timeout=30)
+    recvs = waits = 0
+    with open(log.name) as f:
+        for line in f:
+            m = RECV_CALL.match(line)
+            if m and m.group(2) != "0":
+                recvs += 1
+            elif WAIT_CALL.match(line):
+                waits += 1
+    os.unlink(log.name)
+    return recvs, waits
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--full", action="store_true", help="256 MiB too, more rounds, strace counts")
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"), help="the build directory")
+    ap.add_argument("--out", help="where the table, CSV and PNG go (full: bench/results)")
+    ap.add_argument("--rounds", type=int, help="timed rounds per variant and size")
+    ap.add_argument("--sizes", help="comma-separated byte counts")
+    ap.add_argument("--langs", default=",".join(LANGS), help="comma-separated subset of " + ",".join(LANGS))
+    ap.add_argument("--only", help="only variants whose name contains this")
+    a = ap.parse_args()
+
+    if a.sizes:
+        sizes = [int(s) for s in a.sizes.split(",")]
+    elif a.full:
+        sizes = [64, 64 * KiB, MiB, 16 * MiB, 256 * MiB]
+    else:
+        sizes = [64, 64 * KiB, MiB, 16 * MiB]
+    rounds = a.rounds or (9 if a.full else 5)
+    msg_bytes = (8 if a.full else 2) * MiB  # 64-byte messages: 131072 / 32768 of them
+    out = a.out or (os.path.join(HERE, "results") if a.full else os.path.join(a.build, "bench-results"))
+    build = os.path.abspath(a.build)
+    langs = [l for l in a.langs.split(",") if l]
+
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpu, client_cpu = (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
+    max_bytes = max(sizes + [msg_bytes])
+    data = make_data_file(max_bytes)
+    server, port = start_server(os.path.join(build, "tests/fastsock-loopback-server"), server_cpu)
+    env, commands = worker_commands(build, data, max_bytes)
+    workers = {}
+    try:
+        for lang in langs:
+            argv = [x.replace("{port}", str(port)) for x in commands[lang]]
+            workers[lang] = Worker(lang, argv, env, client_cpu)
+        say(f"bench: {'full' if a.full else 'quick'} run, {rounds} rounds, sizes "
+            f"{', '.join(human(s) for s in sizes)}; server on CPU {server_cpu}, workers on CPU {client_cpu}")
+        results = measure(workers, sizes, rounds, msg_bytes, a.only)
+        syscalls = {}
+        if a.full and shutil.which("strace"):
+            syscalls = count_syscalls(workers, 16 * MiB, a.only)
+    finally:
+        for w in workers.values():
+            w.close()
+        try:
+            socket_quit(port)
+        finally:
+            server.wait(timeout=30)
+            os.unlink(data)
+    report(results, syscalls, sizes, rounds, out, a.full)
+
+
+def socket_quit(port):
+    import socket
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"quit\n")
+
+
+def measure(workers, sizes, rounds, msg_bytes, only):
+    """{(lang, variant, side, n): {"mbps": [...], "rss": [...], "align": a, "ratio": [...]}}"""
+    results = {}
+    plan = [(size, side) for size in sizes for side in ("recv", "send")] + [(msg_bytes, "msg")]
+    for n, side in plan:
+        todo = [(lang, v) for lang, w in workers.items() for v, s in w.variants.items()
+                if s == side and (not only or only in v or v in (C_RECV, C_SEND, C_SENDFILE, C_MSG))]
+        for lang, v in todo:  # warm-up: touches reused buffers, loads code
+            workers[lang].run(v, n)
+        for r in range(rounds):
+            say(f"  {side} {human(n)}: round {r + 1}/{rounds}")
+            per_round = {}
+            for lang, v in todo:
+                dt, added, align = workers[lang].run(v, n)
+                rec = results.setdefault((lang, v, side, n), {"mbps": [], "rss": [], "align": align, "ratio": []})
+                mbps = n / 1e6 / dt
+                rec["mbps"].append(mbps)
+                rec["rss"].append(added)
+                per_round[(lang, v)] = mbps
+            for (lang, v), mbps in per_round.items():
+                ref = per_round.get(("c", kind_of(v, side)))
+                if ref:
+                    results[(lang, v, side, n)]["ratio"].append(mbps / ref)
+    return results
+
+
+def count_syscalls(workers, n, only):
+    say(f"  strace: recv system calls per {human(n)} transfer")
+    counts = {}
+    for lang, w in workers.items():
+        for v, side in w.variants.items():
+            if side == "recv" and (not only or only in v):
+                counts[(lang, v)] = strace_counts(w, v, n)
+    return counts
+
+
+def summarize(results):
+    rows = []
+    for (lang, v, side, n), rec in results.items():
+        m = rec["mbps"]
+        rss = statistics.median(rec["rss"]) / n if n else 0.0
+        rows.append({
+            "lang": lang, "variant": v, "side": side, "bytes": n,
+            "median_mbps": statistics.median(m), "min_mbps": min(m), "max_mbps": max(m),
+            "x_c": statistics.median(rec["ratio"]) if rec["ratio"] else None,
+            "rss_x": rss, "page_offset": rec["align"],
+        })
+    order = {l: i for i, l in enumerate(LANGS)}
+    rows.sort(key=lambda r: (["recv", "send", "msg"].index(r["side"]), order[r["lang"]], r["variant"], r["bytes"]))
+    return rows
+
+
+def fmt_mbps(x):
+    return f"{x:,.0f}" if x >= 10 else f"{x:.2f}"
+
+
+def table(rows, sizes, syscalls):
+    """Markdown: one row per variant, MB/s and x C per size, RSS at the largest."""
+    big = max(sizes)
+    lines = []
+    by = {}
+    for r in rows:
+        by.setdefault((r["side"], r["lang"], r["variant"]), {})[r["bytes"]] = r
+    for side in ("recv", "send"):
+        head = f"| {side} | variant | " + " | ".join(f"{human(s)} MB/s (x C)" for s in sizes)
+        head += f" | peak RSS / payload at {human(big)} | page offset"
+        if syscalls and side == "recv":
+            head += " | recv calls (polls) per 16 MiB"
+        lines += ["", head + " |", "|" + "---|" * (head.count("|") - 0)]
+        for (s, lang, v), per in by.items():
+            if s != side:
+                continue
+            cells = []
+            for size in sizes:
+                r = per.get(size)
+                cells.append("" if r is None else
+                             f"{fmt_mbps(r['median_mbps'])} ({r['x_c']:.2f})" if r["x_c"] is not None else
+                             fmt_mbps(r["median_mbps"]))
+            rb = per.get(big)
+            line = f"| {lang} | {v} | " + " | ".join(cells)
+            line += f" | {rb['rss_x']:.2f}" if rb else " | "
+            line += f" | {rb['page_offset'] if rb and rb['page_offset'] >= 0 else ''}"
+            if syscalls and side == "recv":
+                c = syscalls.get((lang, v))
+                line += f" | {c[0]} ({c[1]})" if c else " | "
+            lines.append(line + " |")
+    msg = [r for r in rows if r["side"] == "msg"]
+    if msg:
+        lines += ["", "| 64-byte messages | variant | messages/s | x C recv |", "|---|---|---|---|"]
+        for r in msg:
+            x = f"{r['x_c']:.2f}" if r["x_c"] is not None else ""
+            lines.append(f"| {r['lang']} | {r['variant']} | {r['median_mbps'] * 1e6 / 64:,.0f} | {x} |")
+    # Fix the separator rows to the header's column count.
+    fixed = []
+    for i, l in enumerate(lines):
+        if l.startswith("|---") and i > 0:
+            l = "|" + "---|" * (lines[i - 1].count("|") - 1)
+        fixed.append(l)
+    return "\n".join(fixed)
+
+
+def paired(results, a, b, n):
+    """Median over rounds of a/b, both measured in the same round: (ratio, ok)."""
+    ra, rb = results.get(a + (n,)), results.get(b + (n,))
+    if not ra or not rb:
+        return None
+    return statistics.median(x / y for x, y in zip(ra["mbps"], rb["mbps"]))
+
+
+def best_of(results, lang, variants, side, n):
+    """The idiom with the best median, as (variant)."""
+    have = [(statistics.median(results[(lang, v, side, n)]["mbps"]), v)
+            for v in variants if (lang, v, side, n) in results]
+    return max(have)[1] if have else None
+
+
+def targets(results, sizes, syscalls):
+    big = max(sizes)
+    lines = ["| target | measured | bar | met |", "|---|---|---|---|"]
+
+    def add(what, ratio, bar, le=False):
+        if ratio is None:
+            return
+        ok = ratio <= bar if le else ratio >= bar
+        lines.append(f"| {what} | {ratio:.2f} | {'<=' if le else '>='} {bar} | {'yes' if ok else '**no**'} |")
+
+    for lang in ("python", "ruby"):
+        best = best_of(results, lang, FRESH_IDIOMS[lang], "recv", big)
+        if best:
+            add(f"{lang} recvall {human(big)} / best fresh idiom ({best})",
+                paired(results, (lang, "fastsock_recvall", "recv"), (lang, best, "recv"), big), 3)
+    best = best_of(results, "lua", ["receive"], "recv", big)
+    add(f"lua recvall {human(big)} / LuaSocket receive(n)",
+        paired(results, ("lua", "fastsock_recvall", "recv"), ("lua", "receive", "recv"), big), 8)
+    for lang in ("c", "python", "ruby", "lua"):
+        v = "fastsock_recvall_fresh_thp" if lang == "c" else "fastsock_recvall"
+        add(f"{lang} {v} {human(big)} / C recv hot",
+            paired(results, (lang, v, "recv"), ("c", C_RECV, "recv"), big), 0.8)
+    for n in (16 * MiB, 256 * MiB):
+        if n not in sizes:
+            continue
+        for lang in LANGS:
+            v = "fastsock_recvall_hot" if lang == "c" else "fastsock_recvall_into"
+            add(f"{lang} {v} {human(n)} / C recv hot",
+                paired(results, (lang, v, "recv"), ("c", C_RECV, "recv"), n), 0.95)
+    if MiB in sizes:
+        for lang in ("python", "ruby", "lua"):
+            best = best_of(results, lang, ALL_RECV_IDIOMS[lang], "recv", MiB)
+            add(f"{lang} recvall 1 MiB / best idiom ({best})",
+                paired(results, (lang, "fastsock_recvall", "recv"), (lang, best, "recv"), MiB), 1.0)
+    for n in sorted({16 * MiB, big} & set(sizes)):
+        for lang in LANGS:
+            add(f"{lang} fastsock_sendall {human(n)} / C send",
+                paired(results, (lang, "fastsock_sendall", "send"), ("c", C_SEND, "send"), n), 0.95)
+        add(f"lua fastsock_sendall {human(n)} / LuaSocket send",
+            paired(results, ("lua", "fastsock_sendall", "send"), ("lua", "send", "send"), n), 2)
+        for lang in LANGS:
+            add(f"{lang} fastsock_sendfile {human(n)} / C sendfile",
+                paired(results, (lang, "fastsock_sendfile", "send"), ("c", C_SENDFILE, "send"), n), 0.95)
+    for lang in ("python", "ruby"):
+        rec = results.get((lang, "fastsock_recvall", "recv", big))
+        if rec:
+            add(f"{lang} recvall peak RSS / payload at {human(big)}", statistics.median(rec["rss"]) / big, 1.05, le=True)
+    rec = results.get(("lua", "fastsock_recvall_into", "recv", big))
+    if rec:
+        add(f"lua recvall_into peak RSS / payload at {human(big)}", statistics.median(rec["rss"]) / big, 1.05, le=True)
+    if syscalls:
+        base = syscalls.get(("c", C_RECV))
+        for lang, v in (("c", "fastsock_recvall_nonblock"), ("c", "fastsock_recvall_poll_only"),
+                        ("python", "fastsock_recvall_timeout"), ("ruby", "fastsock_recvall"),
+                        ("lua", "fastsock_recvall")):
+            c = syscalls.get((lang, v))
+            if c and base:
+                ok = c[0] <= base[0] + 4
+                lines.append(f"| {lang} {v}: recv calls per 16 MiB (blocking C: {base[0]}) | "
+                             f"{c[0]} (+{c[1]} polls) | <= {base[0]} + 4 | {'yes' if ok else '**no**'} |")
+    msg_n = max((k[3] for k in results if k[2] == "msg"), default=None)
+    for lang in LANGS:
+        if msg_n is None:
+            break
+        r = paired(results, (lang, NATIVE_MSG[lang], "msg"), (lang, FASTSOCK_MSG[lang], "msg"), msg_n)
+        add(f"{lang} 64-byte recv: fastsock per-call cost / native", r, 1.25, le=True)
+    return "\n".join(lines)
+
+
+def write_csv(rows, path):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["lang", "variant", "side", "bytes", "median_mbps", "min_mbps", "max_mbps",
+                    "x_c_limit", "rss_x", "page_offset"])
+        for r in rows:
+            w.writerow([r["lang"], r["variant"], r["side"], r["bytes"], f"{r['median_mbps']:.1f}",
+                        f"{r['min_mbps']:.1f}", f"{r['max_mbps']:.1f}",
+                        "" if r["x_c"] is None else f"{r['x_c']:.3f}", f"{r['rss_x']:.3f}", r["page_offset"]])
+
+
+def chart(rows, out_dir):
+    """Throughput by payload size, one line per language and variant; receive and send."""
+    gnuplot = shutil.which("gnuplot")
+    if not gnuplot:
+        say("bench: no gnuplot, no chart")
+        return None
+    series = {}
+    for r in rows:
+        if r["side"] in ("recv", "send") and r["bytes"] >= KiB:
+            series.setdefault((r["side"], r["lang"], r["variant"]), []).append((r["bytes"], r["median_mbps"]))
+    datdir = tempfile.mkdtemp(prefix="fastsock-chart-")
+    plots = {"recv": [], "send": []}
+    colors = {"c": "#444444", "python": "#1f77b4", "ruby": "#d62728", "lua": "#2ca02c"}
+    for i, ((side, lang, v), pts) in enumerate(sorted(series.items())):
+        path = os.path.join(datdir, f"{i}.dat")
+        with open(path, "w") as f:
+            for n, m in sorted(pts):
+                f.write(f"{n / MiB} {m}\n")
+        fast = "fastsock" in v
+        dash = 1 if fast else 2
+        width = 2.5 if fast else 1.2
+        pt = len(plots[side]) % 13 + 1
+        plots[side].append(f"'{path}' using 1:2 with linespoints lc rgb '{colors[lang]}' dt {dash} "
+                           f"lw {width} pt {pt} ps 0.8 title '{lang} {v.replace('_', ' ')}'")
+    png = os.path.join(out_dir, "throughput.png")
+    script = [
+        "set terminal pngcairo size 1600,1300 font 'sans,10'" if "pngcairo" in terminals(gnuplot)
+        else "set terminal png size 1600,1300",
+        f"set output '{png}'",
+        "set multiplot layout 2,1",
+        "set logscale xy", "set grid",
+        "set xlabel 'payload (MiB)'", "set ylabel 'MB/s (median)'",
+        "set key outside right top spacing 0.9",
+        "set format x '%g'",
+    ]
+    for side, title in (("recv", "receive"), ("send", "send")):
+        if plots[side]:
+            script.append(f"set title '{title}: throughput by payload size (solid: fastsock)'")
+            script.append("plot " + ", \\\n  ".join(plots[side]))
+    script.append("unset multiplot")
+    r = subprocess.run([gnuplot], input="\n".join(script) + "\n", text=True, capture_output=True)
+    shutil.rmtree(datdir, ignore_errors=True)
+    if r.returncode != 0:
+        say("bench: gnuplot failed: " + r.stderr.strip())
+        return None
+    return png
+
+
+def terminals(gnuplot):
+    r = subprocess.run([gnuplot, "-e", "set terminal"], capture_output=True, text=True)
+    return r.stdout + r.stderr
+
+
+def report(results, syscalls, sizes, rounds, out, full):
+    os.makedirs(out, exist_ok=True)
+    rows = summarize(results)
+    head = (f"fastsock benchmark, {'full' if full else 'quick'} run: median MB/s of {rounds} interleaved "
+            f"rounds over loopback; (x C) = the median per-round ratio to the C limit of the same kind "
+            f"(recv: recv(MSG_WAITALL) into a hot page-aligned buffer; send: send; sendfile: sendfile; "
+            f"64-byte messages: recv of 64 bytes)")
+    md = head + "\n" + table(rows, sizes, syscalls) + "\n\n### Targets (issue 6)\n\n" + targets(results, sizes, syscalls) + "\n"
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(md)
+    write_csv(rows, os.path.join(out, "results.csv"))
+    png = chart(rows, out)
+    print(md)
+    print(f"written: {out}/results.md, results.csv" + (", throughput.png" if png else ""))
+
+
+if __name__ == "__main__":
+    main()
