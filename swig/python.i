@@ -47,6 +47,11 @@ typedef struct fastsock_py_call {
 static PyObject *fastsock_py_str_fileno;
 static PyObject *fastsock_py_str_gettimeout;
 static PyObject *fastsock_py_str_ssl;
+/* socket.socket itself: an object of exactly this type is no TLS socket and
+ * has the socket module's own fileno() and gettimeout(), so the per-call
+ * checks that other objects need are skipped (64-byte recv_into: they were
+ * a quarter of its cost, and with ssl imported half). */
+static PyTypeObject *fastsock_py_socket_type;
 static PyObject *fastsock_py_str_nbytes;
 static PyObject *fastsock_py_str_partial;
 /* fastsock.IncompleteError, registered by the package at import. */
@@ -79,11 +84,13 @@ static void fastsock_py_set_errno(int err)
  * TLS. If the ssl module was never imported, no object can be one. */
 static int fastsock_py_refuse_tls(PyObject *obj, const char *fn)
 {
-    PyObject *ssl = PyImport_GetModule(fastsock_py_str_ssl);
+    /* sys.modules directly: PyImport_GetModule also asks the module's spec
+     * whether it is still initializing, which costs a raised and cleared
+     * AttributeError on every call. */
+    PyObject *ssl = PyDict_GetItemWithError(PyImport_GetModuleDict(), fastsock_py_str_ssl);
     if (ssl == NULL)
         return PyErr_Occurred() ? -1 : 0;
     PyObject *cls = PyObject_GetAttrString(ssl, "SSLSocket");
-    Py_DECREF(ssl);
     if (cls == NULL) {
         PyErr_Clear();
         return 0;
@@ -104,6 +111,10 @@ static int fastsock_py_fd(PyObject *obj, int *fd, const char *fn, const char *wh
     if (PyLong_Check(obj)) {
         num = obj;
         Py_INCREF(num);
+    } else if (Py_TYPE(obj) == fastsock_py_socket_type) {
+        num = PyObject_CallMethodNoArgs(obj, fastsock_py_str_fileno);
+        if (num == NULL)
+            return -1;
     } else {
         PyObject *meth = PyObject_GetAttr(obj, fastsock_py_str_fileno);
         if (meth == NULL) {
@@ -144,7 +155,7 @@ static int fastsock_py_fd(PyObject *obj, int *fd, const char *fn, const char *wh
 static int fastsock_py_socket(PyObject *obj, int *fd, fastsock_py_call *call, const char *fn)
 {
     if (!PyLong_Check(obj)) {
-        if (fastsock_py_refuse_tls(obj, fn) < 0)
+        if (Py_TYPE(obj) != fastsock_py_socket_type && fastsock_py_refuse_tls(obj, fn) < 0)
             return -1;
         call->sock = obj;
     }
@@ -185,7 +196,15 @@ static int fastsock_py_timeout(PyObject *obj, fastsock_py_call *call, const char
     int own = obj == Py_Ellipsis;
     if (own) {
         call->ctl.timeout_ms = -1; /* an int fd, or an object without gettimeout */
-        if (call->sock != NULL) {
+        if (call->sock != NULL && Py_TYPE(call->sock) == fastsock_py_socket_type) {
+            PyObject *t = PyObject_CallMethodNoArgs(call->sock, fastsock_py_str_gettimeout);
+            if (t == NULL)
+                return -1;
+            int rc = fastsock_py_seconds(t, &call->ctl.timeout_ms);
+            Py_DECREF(t);
+            if (rc < 0)
+                return -1;
+        } else if (call->sock != NULL) {
             PyObject *meth = PyObject_GetAttr(call->sock, fastsock_py_str_gettimeout);
             if (meth == NULL) {
                 if (!PyErr_ExceptionMatches(PyExc_AttributeError))
@@ -361,14 +380,19 @@ static void fastsock_py_raise(fastsock_result rc, const fastsock_py_call *call, 
     }
     switch (rc) {
     case FASTSOCK_EOFFSET:
-        PyErr_Format(PyExc_ValueError, "offset is greater than the length of the %s",
-                     recv ? "buffer" : "data");
+        PyErr_Format(PyExc_ValueError, "%s() argument 'offset' is greater than the length of the %s",
+                     fn, recv ? "buffer" : "data");
         return;
     case FASTSOCK_ECOUNT:
-        if (recv) /* socket.recv_into's words */
+        if (strcmp(fn, "recv_into") == 0) /* socket.recv_into's words */
             PyErr_SetString(PyExc_ValueError, "buffer too small for requested bytes");
+        else if (recv)
+            PyErr_Format(PyExc_ValueError,
+                         "%s() argument 'nbytes': offset + nbytes is greater than the length of the buffer",
+                         fn);
         else
-            PyErr_SetString(PyExc_ValueError, "offset + count is greater than the length of the data");
+            PyErr_Format(PyExc_ValueError,
+                         "%s() argument 'count': offset + count is greater than the length of the data", fn);
         return;
     case FASTSOCK_EOF: {
         size_t expected = call->count == FASTSOCK_ALL ? call->len - call->offset : call->count;
@@ -422,6 +446,9 @@ static PyObject *fastsock_py_recvall(int fd, PyObject *n_obj, fastsock_ctl *ctl)
     call->len = call->count = (size_t)n;
     fastsock_result rc;
     Py_BEGIN_ALLOW_THREADS
+    /* Huge pages and pre-faulting: a fresh 256 MiB result otherwise fills at
+     * a fifth of a hot buffer's speed (bench/README.md). */
+    fastsock_advise_fresh(PyBytes_AS_STRING(bytes), (size_t)n);
     rc = fastsock_recvall(fd, PyBytes_AS_STRING(bytes), (size_t)n, 0, (size_t)n, ctl);
     Py_END_ALLOW_THREADS
     if (rc >= 0)
@@ -476,6 +503,21 @@ static PyObject *fastsock_py_set_incomplete_error(PyObject *cls)
     if (!fastsock_py_str_fileno || !fastsock_py_str_gettimeout || !fastsock_py_str_ssl ||
         !fastsock_py_str_nbytes || !fastsock_py_str_partial)
         return NULL;
+    {
+        PyObject *socket_module = PyImport_ImportModule("socket");
+        if (socket_module == NULL)
+            return NULL;
+        PyObject *type = PyObject_GetAttrString(socket_module, "socket");
+        Py_DECREF(socket_module);
+        if (type == NULL)
+            return NULL;
+        if (!PyType_Check(type)) {
+            Py_DECREF(type);
+            PyErr_SetString(PyExc_ImportError, "socket.socket is not a type");
+            return NULL;
+        }
+        fastsock_py_socket_type = (PyTypeObject *)type; /* kept for the module's life */
+    }
 %}
 
 /* ---- typemaps, by parameter name (see fastsock.i) ------------------------ */

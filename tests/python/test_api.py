@@ -68,6 +68,10 @@ class BadArgumentsTest(unittest.TestCase):
                 with self.subTest(args=args[2:]):
                     with self.assertRaises(ValueError):
                         fn(*args)
+            with self.assertRaisesRegex(ValueError, r"^recvall_into\(\) argument 'nbytes'"):
+                fastsock.recvall_into(a, buf, 51, 50)
+            with self.assertRaisesRegex(ValueError, r"^recvall_into\(\) argument 'offset'"):
+                fastsock.recvall_into(a, buf, 0, 101)
             self.assertEqual(buf, b"\xa5" * 100)
             self.assertEqual(a.recv(4), b"data")
 
@@ -79,6 +83,10 @@ class BadArgumentsTest(unittest.TestCase):
                     with self.subTest(call=call.__name__, offset=offset, count=count):
                         with self.assertRaises(ValueError):
                             call(a, b"0123456789", offset, count)
+            with self.assertRaisesRegex(ValueError, r"^sendall\(\) argument 'count'"):
+                fastsock.sendall(a, b"0123456789", 5, 6)
+            with self.assertRaisesRegex(ValueError, r"^send\(\) argument 'offset'"):
+                fastsock.send(a, b"0123456789", -1)
             self.assertEqual(fastsock.sendall(a, b"0123456789", 10), 0)
             self.assertEqual(fastsock.send(a, b"0123456789", 9, 1), 1)
             a.shutdown(socket.SHUT_WR)
