@@ -72,6 +72,10 @@ class _SocketTimeout:
 
 _OWN = _SocketTimeout()
 
+# Bound once: recv_into and send are called per message in event loops.
+_recv_into = _fastsock.recv_into
+_send = _fastsock.send
+
 
 def recvall(sock, n, *, timeout=_OWN):
     """Receive exactly n bytes from sock and return them as bytes.
@@ -136,7 +140,7 @@ def recv_into(sock, buffer, nbytes=0, flags=0, *, offset=0):
             offset ("buffer too small for requested bytes", as socket says).
         TypeError: buffer is read-only or not a contiguous buffer.
     """
-    return _fastsock.recv_into(sock, buffer, offset, nbytes or None, flags, ...)
+    return _recv_into(sock, buffer, offset, nbytes or None, flags, ...)
 
 
 def send(sock, data, offset=0, count=None):
@@ -154,7 +158,7 @@ def send(sock, data, offset=0, count=None):
             them, with ``.nbytes`` (0).
         ValueError: a negative offset or count, or a range beyond data.
     """
-    return _fastsock.send(sock, data, offset, count, ...)
+    return _send(sock, data, offset, count, ...)
 
 
 def sendall(sock, data, offset=0, count=None, *, timeout=_OWN):
