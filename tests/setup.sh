@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(cmake make gcc swig python3-dev lua5.4 liblua5.4-dev lua-socket ruby ruby-dev
-          valgrind gnuplot-nox strace)
+          valgrind gnuplot-nox strace clang libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
