@@ -24,6 +24,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -39,8 +40,13 @@
  * buffer of any size shows only zeros and costs no pass over its memory. */
 #define BUFFER_INLINE_MAX ((size_t)64 * 1024)
 #define HUGE_PAGE ((size_t)2 * 1024 * 1024)
+/* recvall's scratch below this comes from malloc, which keeps freed blocks
+ * up to 32 MiB (glibc's largest mmap threshold) for reuse. */
+#define RECVALL_HEAP_MAX ((size_t)32 * 1024 * 1024)
 
-enum buffer_kind { BUFFER_INLINE, BUFFER_MAPPED };
+/* BUFFER_HEAP: recvall's scratch only, never a user's buffer (its bytes are
+ * not zeroed). */
+enum buffer_kind { BUFFER_INLINE, BUFFER_MAPPED, BUFFER_HEAP };
 
 typedef struct buffer {
     unsigned char *data; /* NULL once released: nothing can free it twice */
@@ -97,6 +103,8 @@ static void buffer_release(buffer *b)
 {
     if (b->data != NULL && b->kind == BUFFER_MAPPED)
         munmap(b->data, b->len);
+    if (b->data != NULL && b->kind == BUFFER_HEAP)
+        free(b->data);
     b->data = NULL;
     b->len = 0;
 }
@@ -497,25 +505,35 @@ int fastsock_lua_recvall(lua_State *L)
     /* Lua 5.4 can't hand out a string to be filled, so the bytes land in a
      * scratch buffer and are copied once into the result (the contract's
      * one unavoidable copy); the scratch goes at once, not at the next GC. */
-    fastsock_result rc;
-    if ((size_t)n < HUGE_PAGE) {
-        /* Through Lua's allocator: malloc hands back memory it already has,
-         * where a mapping of its own would fault on every page (measured:
-         * at 1 MiB that made recvall slower than LuaSocket). */
-        luaL_Buffer b;
-        char *p = luaL_buffinitsize(L, &b, (size_t)n);
-        rc = fastsock_recvall(fd, p, (size_t)n, 0, (size_t)n, &c.ctl);
-        luaL_pushresultsize(&b, c.ctl.moved);
+    buffer *scratch;
+    if ((size_t)n < RECVALL_HEAP_MAX) {
+        /* malloc hands back memory it already has, where a mapping of its
+         * own faults on every page (measured: at 1 MiB that made recvall
+         * slower than LuaSocket, at 16 MiB half as fast as this). */
+        scratch = lua_newuserdatauv(L, sizeof *scratch, 0);
+        scratch->data = NULL;
+        scratch->len = 0;
+        scratch->kind = BUFFER_HEAP;
+        luaL_setmetatable(L, BUFFER_MT); /* its __gc frees it if an error comes first */
+        scratch->data = malloc(n > 0 ? (size_t)n : 1);
+        scratch->len = (size_t)n;
+        if (scratch->data == NULL)
+            errno = ENOMEM;
     } else {
-        buffer *scratch = buffer_push(L, (size_t)n, 0);
-        if (scratch == NULL)
-            return luaL_error(L, "fastsock.recvall: cannot allocate %I bytes (%s)", n,
-                              strerror(errno));
-        fastsock_advise_fresh(scratch->data, scratch->len);
-        rc = fastsock_recvall(fd, scratch->data, scratch->len, 0, scratch->len, &c.ctl);
-        push_large(L, (const char *)scratch->data, c.ctl.moved);
-        buffer_release(scratch);
+        scratch = buffer_push(L, (size_t)n, 0);
     }
+    if (scratch == NULL || scratch->data == NULL)
+        return luaL_error(L, "fastsock.recvall: cannot allocate %I bytes (%s)", n,
+                          strerror(errno));
+    /* Memory malloc recycled: a walk over present pages. Fresh memory: huge
+     * pages, faulted in at once. */
+    fastsock_advise_fresh(scratch->data, (size_t)n);
+    fastsock_result rc = fastsock_recvall(fd, scratch->data, (size_t)n, 0, (size_t)n, &c.ctl);
+    if (c.ctl.moved >= HUGE_PAGE)
+        push_large(L, (const char *)scratch->data, c.ctl.moved);
+    else
+        lua_pushlstring(L, (const char *)scratch->data, c.ctl.moved);
+    buffer_release(scratch);
     if (rc >= 0)
         return 1;
     lua_pushnil(L);
