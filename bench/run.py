@@ -353,11 +353,13 @@ def table(rows, sizes, syscalls):
 
 
 def paired(results, a, b, n):
-    """Median over rounds of a/b, both measured in the same round: (ratio, ok)."""
+    """a against b: (median over rounds of a/b, both taken in the same round;
+    a's median over b's median)."""
     ra, rb = results.get(a + (n,)), results.get(b + (n,))
     if not ra or not rb:
         return None
-    return statistics.median(x / y for x, y in zip(ra["mbps"], rb["mbps"]))
+    return (statistics.median(x / y for x, y in zip(ra["mbps"], rb["mbps"])),
+            statistics.median(ra["mbps"]) / statistics.median(rb["mbps"]))
 
 
 def best_of(results, lang, variants, side, n):
@@ -369,13 +371,18 @@ def best_of(results, lang, variants, side, n):
 
 def targets(results, sizes, syscalls):
     big = max(sizes)
-    lines = ["| target | measured | bar | met |", "|---|---|---|---|"]
+    lines = ["| target | per-round ratio (ratio of medians) | bar | met |", "|---|---|---|---|"]
 
     def add(what, ratio, bar, le=False):
+        """ratio: a number, or paired()'s two; met when both pass, "noise"
+        when only one does."""
         if ratio is None:
             return
-        ok = ratio <= bar if le else ratio >= bar
-        lines.append(f"| {what} | {ratio:.2f} | {'<=' if le else '>='} {bar} | {'yes' if ok else '**no**'} |")
+        both = ratio if isinstance(ratio, tuple) else (ratio, ratio)
+        oks = [r <= bar if le else r >= bar for r in both]
+        verdict = "yes" if all(oks) else "within noise" if any(oks) else "**no**"
+        shown = f"{both[0]:.2f}" if both[0] == both[1] else f"{both[0]:.2f} ({both[1]:.2f})"
+        lines.append(f"| {what} | {shown} | {'<=' if le else '>='} {bar} | {verdict} |")
 
     for lang in ("python", "ruby"):
         best = best_of(results, lang, FRESH_IDIOMS[lang], "recv", big)
@@ -398,9 +405,10 @@ def targets(results, sizes, syscalls):
                 paired(results, (lang, v, "recv"), ("c", C_RECV, "recv"), n), 0.95)
     if MiB in sizes:
         for lang in ("python", "ruby", "lua"):
-            best = best_of(results, lang, ALL_RECV_IDIOMS[lang], "recv", MiB)
-            add(f"{lang} recvall 1 MiB / best idiom ({best})",
-                paired(results, (lang, "fastsock_recvall", "recv"), (lang, best, "recv"), MiB), 1.0)
+            for label, idioms in (("fresh-result", FRESH_IDIOMS), ("any", ALL_RECV_IDIOMS)):
+                best = best_of(results, lang, idioms[lang], "recv", MiB)
+                add(f"{lang} recvall 1 MiB / best {label} idiom ({best})",
+                    paired(results, (lang, "fastsock_recvall", "recv"), (lang, best, "recv"), MiB), 1.0)
     for n in sorted({16 * MiB, big} & set(sizes)):
         for lang in LANGS:
             add(f"{lang} fastsock_sendall {human(n)} / C send",
