@@ -232,10 +232,20 @@ static void sigpipe_restore(sigpipe_guard *g)
 
 /* ---- blocking sessions ------------------------------------------------------ */
 
-/* An O_NONBLOCK socket made blocking for one bulk call, with the deadline in
+/* The socket of one bulk call. The call works on a descriptor of its own
+ * (a dup), never on the caller's number after the start: if another thread
+ * closes that number during the transfer and a new file takes it, no
+ * recv, send, sendfile, setsockopt or fcntl of the call lands on the new
+ * file (sendfile would write into a regular file). Between system calls the
+ * call checks that the caller's number still names the socket, and ends
+ * with -EBADF once it does not.
+ * An O_NONBLOCK socket is made blocking for the call, with the deadline in
  * SO_RCVTIMEO or SO_SNDTIMEO; everything is put back when the call ends. */
 typedef struct blocking_session {
-    int fd;
+    int fd;      /* the call's own descriptor for the socket */
+    int user_fd; /* the caller's */
+    dev_t dev;   /* what the caller's named at the start */
+    ino_t ino;
     int timeo_opt;
     int old_flags;
     int cleared_nonblock;
@@ -245,16 +255,30 @@ typedef struct blocking_session {
 
 /* Returns 1 if the socket is now blocking, 0 if the caller should use poll
  * (never_wait, POLL_ONLY, or fcntl refused), or a negative errno when fd is
- * not a socket at all. */
+ * not a socket at all, or no descriptor is left (-EMFILE): then there is
+ * nothing to end. */
 static int session_begin(blocking_session *s, int fd, int timeo_opt,
                          const deadline *d, const fastsock_ctl *ctl)
 {
     memset(s, 0, sizeof *s);
-    s->fd = fd;
+    s->fd = -1;
+    s->user_fd = fd;
     s->timeo_opt = timeo_opt;
     socklen_t len = sizeof s->old_timeo;
     if (getsockopt(fd, SOL_SOCKET, timeo_opt, &s->old_timeo, &len) < 0)
         return -errno; /* EBADF, ENOTSOCK: refused before any byte moves */
+    s->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (s->fd < 0)
+        return -errno;
+    struct stat st;
+    if (fstat(s->fd, &st) < 0) {
+        int err = errno;
+        close(s->fd);
+        return -err;
+    }
+    s->dev = st.st_dev;
+    s->ino = st.st_ino;
+    fd = s->fd;
     if (d->never_wait || (ctl->flags & FASTSOCK_POLL_ONLY))
         return 0;
     s->old_flags = fcntl(fd, F_GETFL);
@@ -285,6 +309,16 @@ static int session_arm(blocking_session *s, const deadline *d)
     return 0;
 }
 
+/* Before each system call of the loop: -EBADF once the caller's number was
+ * closed (or names another file now), else the deadline armed as above. */
+static int session_step(blocking_session *s, const deadline *d, int blocking)
+{
+    struct stat st;
+    if (fstat(s->user_fd, &st) < 0 || st.st_dev != s->dev || st.st_ino != s->ino)
+        return -EBADF;
+    return blocking ? session_arm(s, d) : 0;
+}
+
 static void session_end(blocking_session *s)
 {
     int saved = errno;
@@ -292,6 +326,7 @@ static void session_end(blocking_session *s)
         setsockopt(s->fd, SOL_SOCKET, s->timeo_opt, &s->old_timeo, sizeof s->old_timeo);
     if (s->cleared_nonblock)
         fcntl(s->fd, F_SETFL, s->old_flags);
+    close(s->fd);
     errno = saved;
 }
 
@@ -311,10 +346,11 @@ fastsock_result fastsock_recvall(int fd, void *buf, size_t len, size_t offset,
     int blocking = session_begin(&s, fd, SO_RCVTIMEO, &d, ctl);
     if (blocking < 0)
         return blocking;
+    fd = s.fd;
     char *p = (char *)buf + offset;
     rc = 0;
     while (ctl->moved < n) {
-        if (blocking && (rc = session_arm(&s, &d)) < 0)
+        if ((rc = session_step(&s, &d, blocking)) < 0)
             break;
         size_t want = n - ctl->moved;
         int flags = blocking ? FASTSOCK__WAITALL : MSG_DONTWAIT;
@@ -346,8 +382,7 @@ fastsock_result fastsock_recvall(int fd, void *buf, size_t len, size_t offset,
             break;
         }
     }
-    if (blocking)
-        session_end(&s);
+    session_end(&s);
     return rc < 0 ? rc : (fastsock_result)n;
 }
 
@@ -426,7 +461,7 @@ static fastsock_result send_loop(int fd, const char *p, size_t n, int blocking,
     size_t done = 0;
     while (done < n) {
         int rc;
-        if (blocking && (rc = session_arm(s, d)) < 0)
+        if ((rc = session_step(s, d, blocking)) < 0)
             return rc;
         size_t want = n - done;
         ssize_t sent = send_nosignal(fd, p + done, want, blocking ? 0 : MSG_DONTWAIT);
@@ -465,10 +500,9 @@ fastsock_result fastsock_sendall(int fd, const void *data, size_t len,
     sigpipe_guard guard = { .active = 0 };
     if (!FASTSOCK__NOSIGNAL)
         sigpipe_block(&guard);
-    rc = send_loop(fd, (const char *)data + offset, n, blocking, &s, &d, ctl);
+    rc = send_loop(s.fd, (const char *)data + offset, n, blocking, &s, &d, ctl);
     sigpipe_restore(&guard);
-    if (blocking)
-        session_end(&s);
+    session_end(&s);
     return rc < 0 ? rc : (fastsock_result)n;
 }
 
@@ -524,7 +558,7 @@ static int sendfile_loop(int sock, int file, int seekable, int64_t offset, size_
     off_t *at = seekable ? &pos : NULL; /* a pipe is read where it stands */
     *rc = 0;
     while (ctl->moved < count) {
-        if (blocking && (*rc = session_arm(s, d)) < 0)
+        if ((*rc = session_step(s, d, blocking)) < 0)
             return 0;
         size_t want = count - ctl->moved;
         if (want > FASTSOCK__SENDFILE_MAX)
@@ -585,13 +619,12 @@ fastsock_result fastsock_sendfile(int sock, int file, int64_t offset, size_t cou
         sigpipe_block(&guard);
         int fall_back = 1;
 #ifdef FASTSOCK__HAVE_SENDFILE
-        fall_back = sendfile_loop(sock, file, seekable, offset, count, blocking, &s, &d, ctl, &rc);
+        fall_back = sendfile_loop(s.fd, file, seekable, offset, count, blocking, &s, &d, ctl, &rc);
 #endif
         if (fall_back)
-            rc = copy_by_read(sock, file, seekable, offset, count, blocking, &s, &d, ctl);
+            rc = copy_by_read(s.fd, file, seekable, offset, count, blocking, &s, &d, ctl);
         sigpipe_restore(&guard);
     }
-    if (blocking)
-        session_end(&s);
+    session_end(&s);
     return rc < 0 ? rc : (fastsock_result)ctl->moved;
 }

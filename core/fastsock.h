@@ -12,6 +12,18 @@
  *
  * Sockets may be blocking or O_NONBLOCK (language runtimes set it behind the
  * user's back); the timeout in ctl bounds the whole operation either way.
+ *
+ * A socket that another thread closes during a bulk call (recvall, sendall,
+ * sendfile): the call works on a duplicate descriptor of its own, so it never
+ * reads, writes or changes a file that takes the number meanwhile, and it
+ * ends with -EBADF (ctl->moved exact) before its next system call. A system
+ * call already blocked in the kernel runs on until data moves or the
+ * deadline passes. Each bulk call needs one spare descriptor: at the limit it
+ * returns -EMFILE before any byte moves. The single-shot fastsock_recv and
+ * fastsock_send make one system call on the number they are given: a file
+ * that took it answers -ENOTSOCK, but another socket that took it can't be
+ * told apart. Closing a descriptor that another thread is using is a race in
+ * the program; this only bounds the damage.
  */
 #ifndef FASTSOCK_H
 #define FASTSOCK_H
