@@ -249,16 +249,18 @@ typedef struct blocking_session {
     int timeo_opt;
     int old_flags;
     int cleared_nonblock;
+    int set_nonblock;
     int saved_timeo;
     struct timeval old_timeo;
 } blocking_session;
 
 /* Returns 1 if the socket is now blocking, 0 if the caller should use poll
- * (never_wait, POLL_ONLY, or fcntl refused), or a negative errno when fd is
+ * (never_wait, POLL_ONLY, poll_only, or fcntl refused; with poll_only the
+ * socket is made O_NONBLOCK for the call), or a negative errno when fd is
  * not a socket at all, or no descriptor is left (-EMFILE): then there is
  * nothing to end. */
 static int session_begin(blocking_session *s, int fd, int timeo_opt,
-                         const deadline *d, const fastsock_ctl *ctl)
+                         const deadline *d, const fastsock_ctl *ctl, int poll_only)
 {
     memset(s, 0, sizeof *s);
     s->fd = -1;
@@ -279,6 +281,13 @@ static int session_begin(blocking_session *s, int fd, int timeo_opt,
     s->dev = st.st_dev;
     s->ino = st.st_ino;
     fd = s->fd;
+    if (poll_only) {
+        s->old_flags = fcntl(fd, F_GETFL);
+        if (s->old_flags >= 0 && !(s->old_flags & O_NONBLOCK) &&
+            fcntl(fd, F_SETFL, s->old_flags | O_NONBLOCK) == 0)
+            s->set_nonblock = 1;
+        return 0;
+    }
     if (d->never_wait || (ctl->flags & FASTSOCK_POLL_ONLY))
         return 0;
     s->old_flags = fcntl(fd, F_GETFL);
@@ -324,7 +333,7 @@ static void session_end(blocking_session *s)
     int saved = errno;
     if (s->saved_timeo)
         setsockopt(s->fd, SOL_SOCKET, s->timeo_opt, &s->old_timeo, sizeof s->old_timeo);
-    if (s->cleared_nonblock)
+    if (s->cleared_nonblock || s->set_nonblock)
         fcntl(s->fd, F_SETFL, s->old_flags);
     close(s->fd);
     errno = saved;
@@ -343,7 +352,7 @@ fastsock_result fastsock_recvall(int fd, void *buf, size_t len, size_t offset,
         return rc;
     deadline d = deadline_from(ctl);
     blocking_session s;
-    int blocking = session_begin(&s, fd, SO_RCVTIMEO, &d, ctl);
+    int blocking = session_begin(&s, fd, SO_RCVTIMEO, &d, ctl, 0);
     if (blocking < 0)
         return blocking;
     fd = s.fd;
@@ -494,7 +503,7 @@ fastsock_result fastsock_sendall(int fd, const void *data, size_t len,
         return rc;
     deadline d = deadline_from(ctl);
     blocking_session s;
-    int blocking = session_begin(&s, fd, SO_SNDTIMEO, &d, ctl);
+    int blocking = session_begin(&s, fd, SO_SNDTIMEO, &d, ctl, 0);
     if (blocking < 0)
         return blocking;
     sigpipe_guard guard = { .active = 0 };
@@ -574,12 +583,17 @@ static int sendfile_loop(int sock, int file, int seekable, int64_t offset, size_
             return 0; /* end of file */
         if ((errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) && ctl->moved == 0)
             return 1;
-        if (errno == EINTR)
+        if (errno == EINTR) {
             *rc = interrupted(ctl);
-        else if (errno == EAGAIN || errno == EWOULDBLOCK)
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            /* A full socket, or (with a deadline the socket is O_NONBLOCK)
+             * an O_NONBLOCK pipe with nothing in it: wait for both. */
             *rc = wait_ready(sock, POLLOUT, d, ctl);
-        else
+            if (*rc == 0 && !seekable)
+                *rc = wait_ready(file, POLLIN, d, ctl);
+        } else {
             *rc = -errno;
+        }
         if (*rc < 0)
             return 0;
     }
@@ -609,7 +623,10 @@ fastsock_result fastsock_sendfile(int sock, int file, int64_t offset, size_t cou
     }
     deadline d = deadline_from(ctl);
     blocking_session s;
-    int blocking = session_begin(&s, sock, SO_SNDTIMEO, &d, ctl);
+    /* With a deadline, sendfile(2) waits in poll: the kernel restarts
+     * SO_SNDTIMEO for every piece of one call, so a blocking call to a reader
+     * that is slow but never stalls would outlast any deadline. */
+    int blocking = session_begin(&s, sock, SO_SNDTIMEO, &d, ctl, d.limited);
     if (blocking < 0)
         return blocking;
     fastsock_result rc = 0;
