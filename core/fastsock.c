@@ -539,13 +539,15 @@ static fastsock_result copy_by_read(int sock, int file, int seekable, int64_t of
         if (got == 0)
             break; /* end of file: what was there has been sent */
         if (got < 0) {
-            if (errno == EINTR) {
-                if ((rc = interrupted(ctl)) < 0)
-                    break;
-                continue;
-            }
-            rc = -errno;
-            break;
+            if (errno == EINTR)
+                rc = interrupted(ctl);
+            else if (errno == EAGAIN || errno == EWOULDBLOCK)
+                rc = wait_ready(file, POLLIN, d, ctl); /* runtimes make pipes O_NONBLOCK too */
+            else
+                rc = -errno;
+            if (rc < 0)
+                break;
+            continue;
         }
         rc = send_loop(sock, buf, (size_t)got, blocking, s, d, ctl);
         if (rc < 0)

@@ -58,7 +58,7 @@ static void *write_pattern(void *arg)
         buf[i] = pattern(i);
     for (size_t done = 0; done < w->len;) {
         size_t n = w->len - done < w->chunk ? w->len - done : w->chunk;
-        ssize_t r = send(w->fd, buf + done, n, MSG_NOSIGNAL);
+        ssize_t r = write(w->fd, buf + done, n); /* sockets and pipes alike */
         if (r < 0 && (errno == EINTR || errno == EAGAIN))
             continue;
         if (r <= 0)
@@ -224,6 +224,25 @@ static void test_sendfile_pipe_and_bounds(void)
     CHECK(fastsock_sendfile(sv[0], pp[0], 0, FASTSOCK_ALL, &ctl) == 9);
     char got[16] = { 0 };
     CHECK(recv(sv[1], got, sizeof got, 0) == 9 && memcmp(got, "pipe-data", 9) == 0);
+    close(pp[0]);
+
+    /* An O_NONBLOCK pipe whose writer is slower than us: wait, don't fail. */
+    if (pipe(pp) < 0)
+        exit(2);
+    set_nonblock(pp[0]);
+    writer slow = { pp[1], 3000, 1000, 20000 };
+    pthread_t t;
+    pthread_create(&t, NULL, write_pattern, &slow);
+    ctl.timeout_ms = 5000;
+    CHECK(fastsock_sendfile(sv[0], pp[0], 0, 3000, &ctl) == 3000);
+    pthread_join(t, NULL);
+    char slow_got[3000];
+    CHECK(recv(sv[1], slow_got, sizeof slow_got, MSG_WAITALL) == 3000);
+    CHECK(slow_got[0] == (char)pattern(0) && slow_got[2999] == (char)pattern(2999));
+    ctl.timeout_ms = 50; /* and the deadline bounds the wait */
+    CHECK(fastsock_sendfile(sv[0], pp[0], 0, 1, &ctl) == -ETIMEDOUT);
+    close(pp[1]);
+    ctl.timeout_ms = -1;
     FILE *f = tmpfile();
     fputs("0123456789", f);
     fflush(f);
