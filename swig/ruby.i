@@ -424,14 +424,6 @@ static VALUE fastsock_rb__unlock(VALUE str)
     return Qnil;
 }
 
-static VALUE fastsock_rb__unlock_written(VALUE str)
-{
-    rb_str_unlocktmp(str);
-    /* The bytes changed behind Ruby's back: a UTF-8 target's cached
-     * "valid/7-bit" knowledge is stale. */
-    ENC_CODERANGE_CLEAR(str);
-    return Qnil;
-}
 
 /* A short String keeps its bytes inside the object, in the GC's heap pages.
  * GC.compact, which may run in another thread while the GVL is released,
@@ -466,14 +458,61 @@ typedef struct fastsock_rb_recv_job {
     int fresh;               /* recvall's own String: bytes written past its length */
     int single;              /* recv_into */
     size_t n;                /* bytes asked for */
+    size_t len0;             /* *_into: the target's bytesize before the call */
+    size_t offset0;          /* *_into: where the bytes go */
+    size_t end;              /* *_into: offset0 + n, beyond len0 when it grows */
 } fastsock_rb_recv_job;
+
+/* Reserves room for end (< LONG_MAX) bytes, in malloc'd memory whatever the
+ * size: end beyond the bytesize is the target growing, as IO#read(len,
+ * outbuf) grows its outbuf. The bytesize itself stays, so no unwritten byte
+ * shows. Raises before any byte moves: NoMemoryError, or RuntimeError for a
+ * String another call holds locked. */
+static void fastsock_rb__reserve(VALUE str, size_t end)
+{
+    size_t len = (size_t)RSTRING_LEN(str);
+    size_t want = end > len ? end : len;
+    if (!fastsock_rb__embedded(str) && rb_str_capacity(str) >= want)
+        return;
+    if (want <= FASTSOCK_RB__EMBED_MAX)
+        want = FASTSOCK_RB__EMBED_MAX + 1; /* out of the object, see above */
+    rb_str_modify_expand(str, (long)(want - len));
+}
+
+/* rb_ensure's second half for the *_into calls: unlocks the target and gives
+ * it its new bytesize, max(len0, offset0 + bytes received), also after an
+ * error, an interrupt or Thread#kill. Growth never leaves a gap (offset0 <=
+ * len0), so every byte up to that size was either there or written. */
+static VALUE fastsock_rb__unlock_written(VALUE arg)
+{
+    fastsock_rb_recv_job *j = (fastsock_rb_recv_job *)arg;
+    VALUE str = j->str;
+    rb_str_unlocktmp(str);
+    if (j->end > j->len0) {
+        size_t written = j->offset0 + j->call->total;
+        long len = (long)(written > j->len0 ? written : j->len0);
+        rb_str_set_len(str, len);
+        /* Gives back the capacity reserved for bytes that never came (after
+         * set_len: rb_str_resize keeps only the bytes below the old length
+         * when it moves a short String back into its object). */
+        rb_str_resize(str, len);
+    }
+    /* The bytes changed behind Ruby's back: a UTF-8 target's cached
+     * "valid/7-bit" knowledge is stale. */
+    ENC_CODERANGE_CLEAR(str);
+    return Qnil;
+}
 
 static VALUE fastsock_rb__recv_body(VALUE arg)
 {
     fastsock_rb_recv_job *j = (fastsock_rb_recv_job *)arg;
     fastsock_rb_call *c = j->call;
     c->base = RSTRING_PTR(j->str);
-    c->len = j->fresh ? j->n : (size_t)RSTRING_LEN(j->str);
+    c->len = (size_t)RSTRING_LEN(j->str);
+    if (j->fresh)
+        c->len = j->n;
+    else if (j->end > c->len)
+        c->len = j->end; /* reserved by fastsock_rb__reserve, nothing ran since */
     size_t n;
     fastsock_result rc = fastsock_rb__check_range(c->len, c->offset, c->count, &n);
     if (rc < 0) {
@@ -513,7 +552,7 @@ static VALUE fastsock_rb_recvall(VALUE sockv, int fd, size_t n, fastsock_ctl *ct
     /* One allocation at the final size, filled in place. */
     VALUE str = rb_str_buf_new((long)n);
     fastsock_rb__unembed(str); /* Ruby >= 3.2 embeds small buffers */
-    fastsock_rb_recv_job j = { &c, str, io, 1, 0, n };
+    fastsock_rb_recv_job j = { .call = &c, .str = str, .io = io, .fresh = 1, .n = n };
     c.count = n;
     rb_str_locktmp(str);
     rb_ensure(fastsock_rb__recv_body, (VALUE)&j, fastsock_rb__unlock, str);
@@ -542,10 +581,26 @@ static fastsock_result fastsock_rb__recv_into(fastsock_rb_op op, const char *nam
     VALUE io = fastsock_rb__io_of(sockv, "sock");
     (void)fastsock_rb__buffered(io);
     rb_str_modify(strv); /* FrozenError; a shared String gets its own bytes */
-    fastsock_rb__unembed(strv);
+    fastsock_rb_recv_job j = { .call = &c, .str = strv, .io = io,
+                               .single = op == FASTSOCK_RB_RECV,
+                               .len0 = (size_t)RSTRING_LEN(strv), .offset0 = offset };
+    /* Growing would leave the bytes [len0, offset) unwritten. */
+    c.len = j.len0;
+    if (offset > j.len0)
+        fastsock_rb__raise(&c, FASTSOCK_EOFFSET, Qnil, 0);
+    if (count == FASTSOCK_ALL)
+        count = j.len0 - offset;
+    /* A String is shorter than LONG_MAX (rb_str_modify_expand's "string size
+     * too big"); recvall calls any n beyond that an allocation that failed,
+     * and so does this. offset <= len0 < LONG_MAX: no overflow. */
+    if (count >= (size_t)LONG_MAX - offset)
+        rb_raise(rb_eNoMemError, "%s: failed to allocate memory (offset %zu + n %zu bytes)",
+                 name, offset, count);
+    c.count = count;
+    j.end = offset + count;
+    fastsock_rb__reserve(strv, j.end);
     rb_str_locktmp(strv);
-    fastsock_rb_recv_job j = { &c, strv, io, 0, op == FASTSOCK_RB_RECV, 0 };
-    rb_ensure(fastsock_rb__recv_body, (VALUE)&j, fastsock_rb__unlock_written, strv);
+    rb_ensure(fastsock_rb__recv_body, (VALUE)&j, fastsock_rb__unlock_written, (VALUE)&j);
     RB_GC_GUARD(strv);
     if (c.rc < 0)
         fastsock_rb__raise(&c, c.rc, Qnil, j.n);

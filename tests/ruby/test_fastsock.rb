@@ -315,6 +315,122 @@ class FastsockTest < Minitest::Test
     assert_equal stream(4, 0, 1_000_003), data
   end
 
+  # -- growing *_into targets (IO#read(len, outbuf)) -----------------------------------
+
+  def test_recvall_into_grows_a_utf8_target_in_bytes
+    buf = "é" * 5 # 10 bytes, 5 characters
+    assert buf.valid_encoding?
+    sock = connect("gen len=1000 seed=41")
+    assert_equal 1000, Fastsock.recvall_into(sock, buf, 1000, 7) # mid-character
+    assert_equal Encoding::UTF_8, buf.encoding
+    assert_equal 1007, buf.bytesize
+    assert_equal ("é" * 5).b.byteslice(0, 7) + stream(41, 0, 1000), buf.b
+    assert_equal (("é" * 5).b.byteslice(0, 7) + stream(41, 0, 1000)).force_encoding("UTF-8").valid_encoding?,
+                 buf.valid_encoding?
+    buf << "é" # still an ordinary, unlocked String
+    assert_equal 1009, buf.bytesize
+  end
+
+  def test_recvall_into_appends_with_the_bytesize_as_offset
+    sock = connect("gen len=300000 seed=42")
+    log = +""
+    3.times { Fastsock.recvall_into(sock, log, 100_000, log.bytesize) }
+    assert_equal stream(42, 0, 300_000), log.b
+  end
+
+  def test_an_offset_beyond_the_string_is_still_refused
+    a, b = pair
+    Fastsock.sendall(a, "abc")
+    buf = "\xA5".b * 10
+    err = assert_raises(ArgumentError) { Fastsock.recvall_into(b, buf, 1, 11) }
+    assert_match(/offset 11 lies beyond the 10-byte String/, err.message)
+    assert_raises(ArgumentError) { Fastsock.recv_into(b, buf, 1, 11) }
+    assert_equal "\xA5".b * 10, buf
+    assert_equal "abc", Fastsock.recvall(b, 3) # nothing moved
+  end
+
+  def test_an_error_mid_transfer_leaves_the_bytes_that_came
+    buf = "\xA5".b * 100
+    sock = connect("gen len=100000 seed=43 close=6000")
+    err = assert_raises(Fastsock::IncompleteError) { Fastsock.recvall_into(sock, buf, 100_000, 60) }
+    assert_equal [6000, 100_000], [err.nbytes, err.expected]
+    assert_equal 6060, buf.bytesize
+    assert_equal ("\xA5".b * 60) + stream(43, 0, 6000), buf
+
+    # Fewer bytes than the old size: the String keeps its size.
+    buf = "\xA5".b * 100
+    sock = connect("gen len=100000 seed=44 reset=30")
+    err = assert_raises(Errno::ECONNRESET) { Fastsock.recvall_into(sock, buf, 100_000, 50) }
+    assert_equal 30, err.nbytes
+    assert_equal ("\xA5".b * 50) + stream(44, 0, 30) + ("\xA5".b * 20), buf
+
+    buf = +"ab"
+    sock = connect("gen len=100000 seed=45 stall=777 stall_ms=3000")
+    err = assert_raises(Fastsock::TimeoutError) { Fastsock.recvall_into(sock, buf, 100_000, 2, timeout: 0.2) }
+    assert_equal 777, err.nbytes
+    assert_equal "ab".b + stream(45, 0, 777), buf.b
+  end
+
+  def test_thread_raise_leaves_a_grown_target_at_what_came
+    buf = "\xA5".b * 3
+    sock = stalled(5000)
+    th = Thread.new { Fastsock.recvall_into(sock, buf, 1_000_000, 3) }
+    th.report_on_exception = false
+    sleep 0.3
+    th.raise(RuntimeError, "stop")
+    assert_raises(RuntimeError) { th.join }
+    assert_equal 5003, buf.bytesize
+    assert_equal ("\xA5".b * 3) + stream(5, 0, 5000), buf
+    buf << "x" # unlocked
+  end
+
+  def test_recv_into_grows_to_what_one_receive_gave
+    require "objspace"
+    a, b = pair
+    Fastsock.sendall(a, "hello")
+    buf = "\xA5".b * 4
+    assert_equal 5, Fastsock.recv_into(b, buf, 1 << 30, 2)
+    assert_equal "\xA5\xA5hello".b, buf
+    # The room reserved for a GiB that never came was given back.
+    assert_operator ObjectSpace.memsize_of(buf), :<, 1 << 20
+    a.close
+    assert_nil Fastsock.recv_into(b, buf, 100, 7) # end of stream: nothing grows
+    assert_equal 7, buf.bytesize
+  end
+
+  def test_a_size_that_cant_be_allocated_moves_nothing
+    a, b = pair
+    Fastsock.sendall(a, "abc")
+    buf = "\xA5".b * 10
+    assert_raises(NoMemoryError) { Fastsock.recvall_into(b, buf, 1 << 62) }
+    assert_raises(NoMemoryError) { Fastsock.recv_into(b, buf, 1 << 62, 10) }
+    assert_raises(NoMemoryError) { Fastsock.recvall_into(b, buf, (1 << 64) - 2, 1) }
+    assert_equal "\xA5".b * 10, buf
+    assert_equal "abc", Fastsock.recvall(b, 3)
+  end
+
+  def test_growing_targets_stay_put_while_gc_compacts
+    skip "GC.compact is not available here" unless GC.respond_to?(:compact)
+
+    # Short Strings start inside their object, where compaction moves and
+    # protects them: the grown bytes must be outside, and stay valid.
+    stop = false
+    compactor = Thread.new { GC.compact until stop }
+    12.times do |i|
+      buf = "\xA5".b * (i % 4) * 3
+      before = buf.bytesize
+      sock = connect("gen len=#{20 + i * 50} seed=#{i} trickle=7:5")
+      assert_equal 20 + i * 50, Fastsock.recvall_into(sock, buf, 20 + i * 50, before)
+      assert_equal ("\xA5".b * before) + stream(i, 0, 20 + i * 50), buf
+      small = +""
+      got = Fastsock.recv_into(connect("gen len=9 seed=#{i}"), small, 9)
+      assert_equal stream(i, 0, got), small.b
+    end
+  ensure
+    stop = true
+    compactor&.join
+  end
+
   # -- frozen targets and bad arguments ----------------------------------------------
 
   def test_frozen_targets_are_refused_before_anything_moves
@@ -345,8 +461,8 @@ class FastsockTest < Minitest::Test
     assert_raises(ArgumentError) { Fastsock.recvall(a, 1, timeout: -1) }
     assert_raises(ArgumentError) { Fastsock.sendall(a, "x", nonblock: true) }
     assert_raises(ArgumentError) { Fastsock.sendfile(a, $stdin, nonblock: true) }
-    err = assert_raises(ArgumentError) { Fastsock.recvall_into(a, +"abc", 2, 2) }
-    assert_match(/offset 2 \+ n 2/, err.message)
+    err = assert_raises(ArgumentError) { Fastsock.recvall_into(a, +"abc", 0, 4) }
+    assert_match(/offset 4 lies beyond the 3-byte String/, err.message)
     err = assert_raises(ArgumentError) { Fastsock.send(a, "abc", 4) }
     assert_match(/offset 4/, err.message)
     closed, other = UNIXSocket.pair

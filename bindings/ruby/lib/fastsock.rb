@@ -16,8 +16,18 @@
 # Errors: Errno::* (SystemCallError) from the system, IO::EAGAINWaitReadable
 # and IO::EAGAINWaitWritable for +nonblock: true+, Fastsock::TimeoutError,
 # Fastsock::IncompleteError, ArgumentError and TypeError for bad arguments
-# (before any byte moves), NoMemoryError when +n+ can't be allocated. Every
-# error after part of a transfer carries {TransferError#nbytes}.
+# (before any byte moves), NoMemoryError when +n+ can't be allocated (also
+# before any byte moves). Every error after part of a transfer carries
+# {TransferError#nbytes}.
+#
+# The +*_into+ calls write into the target String in place and grow it as
+# IO#read(len, outbuf) grows its outbuf: when +offset + n+ lies beyond its
+# bytesize, room is reserved first and the bytes are received straight into
+# it. Afterwards, also after an error or an interrupt, its bytesize is
+# max(its old bytesize, +offset+ + bytes received): no byte that nobody wrote
+# ever shows. An +offset+ beyond the bytesize is an ArgumentError (growing
+# would leave a gap). The String keeps its encoding and is locked during the
+# call (another thread that resizes it gets a RuntimeError).
 module Fastsock
   # Mixed into every error a transfer raises (Errno::* instances included):
   # how much moved before it failed.
@@ -66,16 +76,21 @@ module Fastsock
 
     # Receives exactly +n+ bytes into +buf+ at byte +offset+, in place.
     #
-    # +buf+ must already hold +offset + n+ bytes: its bytes are overwritten,
-    # never moved, and a range beyond it is an ArgumentError (the same
-    # contract in every language fastsock serves). Its encoding is kept.
+    # +buf+ grows when +offset + n+ lies beyond it, as IO#read(len, outbuf)
+    # grows its outbuf: room for all +n+ bytes is reserved before the
+    # transfer, and afterwards +buf.bytesize+ is max(its old bytesize,
+    # +offset+ + bytes received), on success and on every error, so a failed
+    # call leaves +buf+ ending at the last byte that came (when it grew).
+    # Its encoding is kept.
     #
     # @param sock [BasicSocket, IO, Integer]
     # @param buf [String] the target; frozen is a FrozenError
     # @param n [Integer, nil] bytes to receive; nil: up to the end of +buf+
-    # @param offset [Integer] byte offset into +buf+
+    # @param offset [Integer] byte offset into +buf+, at most +buf.bytesize+
     # @param timeout [Numeric, nil] seconds for the whole transfer
     # @return [Integer] +n+
+    # @raise [ArgumentError] +offset+ beyond +buf.bytesize+, or negative
+    # @raise [NoMemoryError] +offset + n+ bytes can't be allocated; nothing moved
     # @raise [IncompleteError] end of stream first; +nbytes+ were written
     # @raise [TimeoutError] +nbytes+ were written
     def recvall_into(sock, buf, n = nil, offset = 0, timeout: nil)
@@ -85,13 +100,19 @@ module Fastsock
     # One receive into +buf+ at byte +offset+: waits until data is there,
     # then takes what one system call gives (or what the IO had read ahead).
     #
+    # +buf+ grows as in {recvall_into}: room for +n+ bytes is reserved, and
+    # afterwards +buf.bytesize+ is max(its old bytesize, +offset+ + bytes
+    # received); the room for bytes that did not come is given back.
+    #
     # @param sock [BasicSocket, IO, Integer]
-    # @param buf [String] the target; it must hold +offset + n+ bytes
+    # @param buf [String] the target; frozen is a FrozenError
     # @param n [Integer, nil] at most this many bytes; nil: up to the end of +buf+
-    # @param offset [Integer] byte offset into +buf+
+    # @param offset [Integer] byte offset into +buf+, at most +buf.bytesize+
     # @param nonblock [Boolean] never wait: IO::EAGAINWaitReadable when nothing is there
     # @param timeout [Numeric, nil] seconds to wait for data
     # @return [Integer, nil] bytes received; nil at end of stream, like IO#read(n, buf)
+    # @raise [ArgumentError] +offset+ beyond +buf.bytesize+, or negative
+    # @raise [NoMemoryError] +offset + n+ bytes can't be allocated; nothing moved
     def recv_into(sock, buf, n = nil, offset = 0, nonblock: false, timeout: nil)
       Native.recv_into(sock, buf, offset, n, 0, single_timeout(nonblock, timeout))
     end
