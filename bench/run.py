@@ -144,6 +144,8 @@ def worker_commands(build, data, max_bytes):
 
 CONNECT_CALL = re.compile(r"^(?:\d+\s+)?connect\((\d+),")
 CLOSE_CALL = re.compile(r"^(?:\d+\s+)?close\((\d+)\)")
+# The core works on its own dup of the socket.
+DUP_CALL = re.compile(r"^(?:\d+\s+)?(?:dup[23]?\((\d+)|fcntl\((\d+), F_DUPFD(?:_CLOEXEC)?)[^=]*= (\d+)")
 RECV_CALL = re.compile(r"^(?:\d+\s+)?(recvfrom|recvmsg|recv|read|readv)\((\d+),")
 WAIT_CALL = re.compile(r"^(?:\d+\s+)?(poll|ppoll|select|pselect6|epoll_wait|epoll_pwait)\(")
 
@@ -153,15 +155,27 @@ def strace_counts(worker, variant, n):
 
     strace attaches to the idle worker, the transfer runs, strace detaches.
     Only calls on the transfer's socket count as receives (the fd its
-    connect() names); waits count whatever they wait on, which includes the
+    connect() names, and its dups, until it is closed); waits count whatever they wait on, which includes the
     worker's one readiness wait before its clock starts.
     """
     log = tempfile.NamedTemporaryFile(prefix="fastsock-strace-", delete=False)
     log.close()
     st = subprocess.Popen(["strace", "-f", "-qq", "-o", log.name, "-p", str(worker.pid), "-e",
-                           "trace=connect,close,recvfrom,recvmsg,read,readv,poll,ppoll,select,pselect6,"
+                           "trace=connect,close,dup,dup2,dup3,fcntl,recvfrom,recvmsg,read,readv,poll,ppoll,select,pselect6,"
                            "epoll_wait,epoll_pwait"], stderr=subprocess.PIPE, text=True)
-    time.sleep(0.5)  # attached by then; -qq leaves no message to wait for
+    # -qq leaves no message to wait for: watch every thread's TracerPid.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            tids = os.listdir(f"/proc/{worker.pid}/task")
+            traced = all(re.search(r"^TracerPid:\s+[1-9]", open(f"/proc/{worker.pid}/task/{t}/status").read(), re.M)
+                         for t in tids)
+        except OSError:
+            traced = False
+        if traced:
+            break
+        time.sleep(0.05)
+    time.sleep(0.2)
     try:
         worker.run(variant, n)
     finally:
@@ -169,20 +183,26 @@ def strace_counts(worker, variant, n):
         st.send_signal(signal.SIGINT)
         st.wait(timeout=30)
     recvs = waits = 0
-    sock = None
+    sock, fds = None, set()
     with open(log.name) as f:
         for line in f:
             m = CONNECT_CALL.match(line)
             if m:
                 sock = m.group(1)
+                fds = {sock}
+                continue
+            m = DUP_CALL.match(line)
+            if m and (m.group(1) or m.group(2)) in fds:
+                fds.add(m.group(3))
                 continue
             m = CLOSE_CALL.match(line)
             if m:
                 if m.group(1) == sock:
                     break  # its number may be reused, for /proc reads
+                fds.discard(m.group(1))
                 continue
             m = RECV_CALL.match(line)
-            if m and m.group(2) == sock:
+            if m and m.group(2) in fds:
                 recvs += 1
             elif sock is not None and WAIT_CALL.match(line):
                 waits += 1
