@@ -329,7 +329,10 @@ static void test_signals(void)
     printf("signals: recvall 256 MiB in %.2f s under %d SIGALRMs, hook called %d times, %s\n",
            secs, recv_alarms, recv_hooks, same ? "data intact" : "DATA WRONG");
     CHECK(same, "recvall returned %zd (%s)", rc, fastsock_strerror(rc));
-    CHECK(recv_alarms > 10 && recv_hooks > 0, "the storm did not reach the call");
+    /* The portable path receives with MSG_DONTWAIT and waits in poll, so
+     * few signals land inside a system call there; the handler must run. */
+    CHECK(recv_alarms > 10 && (recv_hooks > 0 || fastsock_portable_build()),
+          "the storm did not reach the call");
 
     char path[] = "/tmp/fastsock-stress-XXXXXX";
     int file = mkstemp(path);
