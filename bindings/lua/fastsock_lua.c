@@ -269,13 +269,28 @@ static int call_method(lua_State *L, int idx, const char *name)
 
 #define SOCK_TYPES "socket (LuaSocket object, file handle or integer fd)"
 
+/* An argument error unless fd is an open socket. */
+static void verify_sock(lua_State *L, int idx, int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        luaL_argerror(L, idx, lua_pushfstring(L, "not an open file descriptor (%s)",
+                                              strerror(errno)));
+    if (!S_ISSOCK(st.st_mode))
+        luaL_argerror(L, idx, "not a socket");
+}
+
 /*
  * The fd behind a socket argument: a LuaSocket object (getfd), an io file
  * handle (inetd and systemd hand sockets over as stdin/stdout) or an integer
  * fd. A receive refuses a LuaSocket object whose own buffer holds unread
  * bytes: receiving under it would skip them.
+ * Without `verify` the fd is not checked to be an open socket: the
+ * single-shot calls, made once per message in event loops, leave that to
+ * their one system call and its ENOTSOCK/EBADF (see raise_if_not_socket),
+ * which saves an fstat per call.
  */
-static int check_sock(lua_State *L, int idx, int receiving)
+static int check_sock(lua_State *L, int idx, int receiving, int verify)
 {
     lua_Integer fd = -1;
     int isint = 0;
@@ -322,13 +337,20 @@ static int check_sock(lua_State *L, int idx, int receiving)
     default:
         return luaL_typeerror(L, idx, SOCK_TYPES);
     }
-    struct stat st;
-    if (fstat((int)fd, &st) < 0)
-        return luaL_argerror(L, idx, lua_pushfstring(L, "not an open file descriptor (%s)",
-                                                     strerror(errno)));
-    if (!S_ISSOCK(st.st_mode))
-        return luaL_argerror(L, idx, "not a socket");
+    if (verify)
+        verify_sock(L, idx, (int)fd);
     return (int)fd;
+}
+
+/* After a single-shot call on an unverified fd: the same argument errors
+ * that check_sock's fstat gives. */
+static void raise_if_not_socket(lua_State *L, int idx, fastsock_result rc)
+{
+    if (rc == -EBADF)
+        luaL_argerror(L, idx, lua_pushfstring(L, "not an open file descriptor (%s)",
+                                              strerror(EBADF)));
+    if (rc == -ENOTSOCK)
+        luaL_argerror(L, idx, "not a socket");
 }
 
 /* Bytes to send: a string (or a number, as LuaSocket takes) or a buffer. */
@@ -497,7 +519,7 @@ static void push_large(lua_State *L, const char *p, size_t n)
 /* recvall(sock, n [, timeout]) -> data | nil, err, partial */
 int fastsock_lua_recvall(lua_State *L)
 {
-    int fd = check_sock(L, 1, 1);
+    int fd = check_sock(L, 1, 1, 1);
     lua_Integer n = luaL_checkinteger(L, 2);
     luaL_argcheck(L, n >= 0, 2, "negative size");
     call c;
@@ -545,7 +567,7 @@ int fastsock_lua_recvall(lua_State *L)
 /* recvall_into(sock, buf, n [, i [, timeout]]) -> n | nil, err, count */
 int fastsock_lua_recvall_into(lua_State *L)
 {
-    int fd = check_sock(L, 1, 1);
+    int fd = check_sock(L, 1, 1, 1);
     buffer *b = check_buffer(L, 2);
     size_t count = opt_count(L, 3);
     size_t offset = opt_start(L, 4);
@@ -563,7 +585,7 @@ int fastsock_lua_recvall_into(lua_State *L)
 /* recv_into(sock, buf [, n [, i [, timeout]]]) -> count | nil, err, 0 */
 int fastsock_lua_recv_into(lua_State *L)
 {
-    int fd = check_sock(L, 1, 1);
+    int fd = check_sock(L, 1, 1, 0);
     buffer *b = check_buffer(L, 2);
     size_t count = opt_count(L, 3);
     size_t offset = opt_start(L, 4);
@@ -571,6 +593,7 @@ int fastsock_lua_recv_into(lua_State *L)
     call_init(&c, L, check_timeout(L, 5, 1));
     fastsock_result rc = fastsock_recv(fd, b->data, b->len, offset, count, 0, &c.ctl);
     check_range_result(L, rc, 4, 3);
+    raise_if_not_socket(L, 1, rc);
     /* rc >= 0 means the range held, so len - offset is the count "all" meant. */
     size_t asked = count == FASTSOCK_ALL ? b->len - offset : count;
     if (rc > 0 || (rc == 0 && asked == 0)) {
@@ -583,7 +606,7 @@ int fastsock_lua_recv_into(lua_State *L)
 /* send / sendall(sock, data [, i [, j [, timeout]]]) -> last | nil, err, last */
 static int send_common(lua_State *L, int all)
 {
-    int fd = check_sock(L, 1, 0);
+    int fd = check_sock(L, 1, 0, all);
     size_t len;
     const char *data = check_data(L, 2, &len);
     lua_Integer start = luaL_optinteger(L, 3, 1);
@@ -602,12 +625,16 @@ static int send_common(lua_State *L, int all)
     if (end > size)
         end = size;
     if (start > end) {
+        if (!all)
+            verify_sock(L, 1, fd); /* no system call below to tell */
         lua_pushinteger(L, start - 1);
         return 1;
     }
     size_t offset = (size_t)(start - 1), count = (size_t)(end - start + 1);
     fastsock_result rc = all ? fastsock_sendall(fd, data, len, offset, count, &c.ctl)
                              : fastsock_send(fd, data, len, offset, count, &c.ctl);
+    if (!all)
+        raise_if_not_socket(L, 1, rc);
     if (rc >= 0) {
         lua_pushinteger(L, start - 1 + rc);
         return 1;
@@ -630,7 +657,7 @@ int fastsock_lua_sendall(lua_State *L)
  * left positioned after the bytes sent, as Python's socket.sendfile leaves it. */
 int fastsock_lua_sendfile(lua_State *L)
 {
-    int sock = check_sock(L, 1, 0);
+    int sock = check_sock(L, 1, 0, 1);
     lua_Integer offset = luaL_optinteger(L, 3, 0);
     luaL_argcheck(L, offset >= 0, 3, "negative offset");
     size_t count = opt_count(L, 4);
