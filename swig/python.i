@@ -3,7 +3,10 @@
  *
  * The extension is fastsock._fastsock; the fastsock package (bindings/python)
  * gives it keyword arguments, docstrings and IncompleteError. Users never
- * call it directly.
+ * call it directly, except recv_into and send: event loops call them once
+ * per message, so they are written by hand below with their keywords and
+ * documentation, and the package exports them as they are (a def in
+ * between was a fifth of a 64-byte recv_into's cost: bench/README.md).
  *
  * Every function's first argument is SOCK, so its typemap declares the one
  * per-call record (`call`, which SWIG names `call1`) that the later typemaps
@@ -415,6 +418,19 @@ static void fastsock_py_raise(fastsock_result rc, const fastsock_py_call *call, 
     Py_DECREF(exc);
 }
 
+static int fastsock_py_flags(PyObject *obj, int *out)
+{
+    long v = PyLong_AsLong(obj);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (v < INT_MIN || v > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "flags out of range");
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
 /* recvall: one bytes object at the final size, filled in place by the core
  * without the GIL; on failure shrunk (no copy) to what arrived. */
 static PyObject *fastsock_py_recvall(int fd, PyObject *n_obj, fastsock_ctl *ctl)
@@ -482,6 +498,244 @@ static PyObject *fastsock_py_recvall(int fd, PyObject *n_obj, fastsock_ctl *ctl)
     return NULL;
 }
 
+/* ---- recv_into and send: C functions with keywords ---------------------- */
+
+/* A def's parameters: npos positional-or-keyword (the first nrequired
+ * without a default, at least one with: "takes from 2 to 4 positional
+ * arguments"), then nkwonly keyword-only ones with defaults. */
+#define FASTSOCK_PY_MAX_PARAMS 5
+typedef struct fastsock_py_params {
+    const char *fn;
+    Py_ssize_t npos, nrequired, nkwonly;
+    const char *names[FASTSOCK_PY_MAX_PARAMS];
+    PyObject *keys[FASTSOCK_PY_MAX_PARAMS]; /* names, interned at import */
+} fastsock_py_params;
+
+static fastsock_py_params fastsock_py_recv_into_params = {
+    "recv_into", 4, 2, 1, { "sock", "buffer", "nbytes", "flags", "offset" }, { NULL }
+};
+static fastsock_py_params fastsock_py_send_params = {
+    "send", 4, 2, 0, { "sock", "data", "offset", "count" }, { NULL }
+};
+
+static int fastsock_py_intern_params(fastsock_py_params *p)
+{
+    for (Py_ssize_t i = 0; i < p->npos + p->nkwonly; i++) {
+        p->keys[i] = PyUnicode_InternFromString(p->names[i]);
+        if (p->keys[i] == NULL)
+            return -1;
+    }
+    return 0;
+}
+
+/* "'a'", "'a' and 'b'", "'a', 'b', and 'c'": the interpreter's list of
+ * missing arguments. */
+static PyObject *fastsock_py_missing_names(const fastsock_py_params *p, PyObject **out,
+                                           Py_ssize_t missing)
+{
+    PyObject *text = PyUnicode_FromString("");
+    Py_ssize_t seen = 0;
+    for (Py_ssize_t i = 0; text != NULL && i < p->nrequired; i++) {
+        if (out[i] != NULL)
+            continue;
+        seen++;
+        const char *sep = seen == 1 ? "" : missing == 2 ? " and " : seen == missing ? ", and " : ", ";
+        Py_SETREF(text, PyUnicode_FromFormat("%U%s'%s'", text, sep, p->names[i]));
+    }
+    return text;
+}
+
+/* Binds a vectorcall's arguments to p's parameters as the interpreter binds
+ * a def's, in its order and with its messages for a wrong call: these
+ * functions were defs in the package, and callers may match on the errors.
+ * A parameter not given stays NULL (borrowed references otherwise). */
+static int fastsock_py_parse(const fastsock_py_params *p, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames, PyObject **out)
+{
+    Py_ssize_t total = p->npos + p->nkwonly;
+    for (Py_ssize_t i = 0; i < total; i++)
+        out[i] = i < nargs && i < p->npos ? args[i] : NULL;
+    Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        Py_ssize_t j = 0;
+        while (j < total && key != p->keys[j])
+            j++;
+        if (j == total) {
+            if (!PyUnicode_Check(key)) {
+                PyErr_Format(PyExc_TypeError, "%s() keywords must be strings", p->fn);
+                return -1;
+            }
+            for (j = 0; j < total; j++) {
+                int eq = PyObject_RichCompareBool(key, p->keys[j], Py_EQ);
+                if (eq < 0)
+                    return -1;
+                if (eq)
+                    break;
+            }
+        }
+        if (j == total) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%S'", p->fn, key);
+            return -1;
+        }
+        if (out[j] != NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%S'", p->fn, key);
+            return -1;
+        }
+        out[j] = args[nargs + k];
+    }
+    if (nargs > p->npos) {
+        Py_ssize_t kwonly = 0;
+        for (Py_ssize_t i = p->npos; i < total; i++)
+            kwonly += out[i] != NULL;
+        if (kwonly > 0)
+            PyErr_Format(PyExc_TypeError,
+                         "%s() takes from %zd to %zd positional arguments but %zd positional "
+                         "argument%s (and %zd keyword-only argument%s) were given",
+                         p->fn, p->nrequired, p->npos, nargs, nargs != 1 ? "s" : "", kwonly,
+                         kwonly != 1 ? "s" : "");
+        else
+            PyErr_Format(PyExc_TypeError,
+                         "%s() takes from %zd to %zd positional arguments but %zd %s given",
+                         p->fn, p->nrequired, p->npos, nargs, nargs == 1 ? "was" : "were");
+        return -1;
+    }
+    Py_ssize_t missing = 0;
+    for (Py_ssize_t i = nargs; i < p->nrequired; i++)
+        missing += out[i] == NULL;
+    if (missing > 0) {
+        PyObject *names = fastsock_py_missing_names(p, out, missing);
+        if (names != NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() missing %zd required positional argument%s: %U",
+                         p->fn, missing, missing != 1 ? "s" : "", names);
+            Py_DECREF(names);
+        }
+        return -1;
+    }
+    return 0;
+}
+
+/* The steps every transfer's typemaps take, in their order: the socket,
+ * the buffer, the offset and the count (NULL: not given). The caller
+ * releases view, also on failure. */
+static int fastsock_py_range(PyObject *sock, PyObject *buffer, int writable, PyObject *offset,
+                             PyObject *count, const char *fn, int *fd, Py_buffer *view,
+                             fastsock_py_call *call)
+{
+    if (fastsock_py_socket(sock, fd, call, fn) < 0 ||
+        fastsock_py_buffer(buffer, view, writable, fn, call) < 0)
+        return -1;
+    if (offset != NULL && fastsock_py_size(offset, &call->offset, 0, fn) < 0)
+        return -1;
+    if (count != NULL && fastsock_py_size(count, &call->count, 1, fn) < 0)
+        return -1;
+    return 0;
+}
+
+static PyObject *fastsock_py_result(fastsock_result rc, const fastsock_py_call *call, const char *fn)
+{
+    if (rc < 0) {
+        fastsock_py_raise(rc, call, fn, NULL);
+        return NULL;
+    }
+    return PyLong_FromSsize_t(rc);
+}
+
+static PyObject *fastsock_py_recv_into(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                       PyObject *kwnames)
+{
+    const char *fn = "recv_into";
+    PyObject *arg[FASTSOCK_PY_MAX_PARAMS]; /* sock, buffer, nbytes, flags, offset */
+    if (fastsock_py_parse(&fastsock_py_recv_into_params, args, nargs, kwnames, arg) < 0)
+        return NULL;
+    /* nbytes 0 is the rest of the buffer, as for socket.recv_into; so is any
+     * false value, which the package's `nbytes or None` let through. */
+    if (arg[2] != NULL) {
+        int given = PyObject_IsTrue(arg[2]);
+        if (given < 0)
+            return NULL;
+        if (!given)
+            arg[2] = NULL;
+    }
+    fastsock_py_call call = FASTSOCK_PY_CALL_INIT;
+    Py_buffer view = { 0 };
+    PyObject *result = NULL;
+    int fd, flags = 0;
+    if (fastsock_py_range(arg[0], arg[1], 1, arg[4], arg[2], fn, &fd, &view, &call) == 0 &&
+        (arg[3] == NULL || fastsock_py_flags(arg[3], &flags) == 0) &&
+        fastsock_py_ctl(Py_Ellipsis, &call, fn) == 0) {
+        fastsock_result rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = fastsock_recv(fd, view.buf, (size_t)view.len, call.offset, call.count, flags, &call.ctl);
+        Py_END_ALLOW_THREADS
+        result = fastsock_py_result(rc, &call, fn);
+    }
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyObject *fastsock_py_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames)
+{
+    const char *fn = "send";
+    PyObject *arg[FASTSOCK_PY_MAX_PARAMS]; /* sock, data, offset, count */
+    if (fastsock_py_parse(&fastsock_py_send_params, args, nargs, kwnames, arg) < 0)
+        return NULL;
+    fastsock_py_call call = FASTSOCK_PY_CALL_INIT;
+    Py_buffer view = { 0 };
+    PyObject *result = NULL;
+    int fd;
+    if (fastsock_py_range(arg[0], arg[1], 0, arg[2], arg[3], fn, &fd, &view, &call) == 0 &&
+        fastsock_py_ctl(Py_Ellipsis, &call, fn) == 0) {
+        fastsock_result rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = fastsock_send(fd, view.buf, (size_t)view.len, call.offset, call.count, &call.ctl);
+        Py_END_ALLOW_THREADS
+        result = fastsock_py_result(rc, &call, fn);
+    }
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* The documentation the package's defs had; the first line is the
+ * signature inspect and help() show. */
+static PyMethodDef fastsock_py_methods[] = {
+    { "recv_into", (PyCFunction)(void (*)(void))fastsock_py_recv_into, METH_FASTCALL | METH_KEYWORDS,
+      "recv_into($module, /, sock, buffer, nbytes=0, flags=0, *, offset=0)\n--\n\n"
+      "Receive up to nbytes into buffer at offset, in one receive; return the count.\n"
+      "\n"
+      "The same as ``sock.recv_into(buffer, nbytes, flags)`` plus offset: it\n"
+      "waits (within the socket's timeout) until something arrives, returns 0\n"
+      "at the end of the stream, and nbytes 0 means the rest of the buffer.\n"
+      "On a non-blocking socket it never waits and raises BlockingIOError when\n"
+      "nothing is there, for the selectors pattern without slicing:\n"
+      "``got = recv_into(sock, buf, n - off, offset=off)``.\n"
+      "\n"
+      "Raises:\n"
+      "    TimeoutError: nothing arrived within the socket's timeout.\n"
+      "    BlockingIOError: non-blocking socket, nothing to read.\n"
+      "    OSError: as ``socket.recv_into`` raises it.\n"
+      "    ValueError: nbytes is negative or greater than the buffer after\n"
+      "        offset (\"buffer too small for requested bytes\", as socket says).\n"
+      "    TypeError: buffer is read-only or not a contiguous buffer." },
+    { "send", (PyCFunction)(void (*)(void))fastsock_py_send, METH_FASTCALL | METH_KEYWORDS,
+      "send($module, /, sock, data, offset=0, count=None)\n--\n\n"
+      "Send what one system call takes of data[offset:offset + count]; return that count.\n"
+      "\n"
+      "data is any buffer (bytes, bytearray, memoryview, array, mmap ...); the\n"
+      "range is sent from where it lies, without slicing. count None means to\n"
+      "the end. Like ``sock.send``, it waits (within the socket's timeout) until\n"
+      "the socket is writable; on a non-blocking socket it raises\n"
+      "BlockingIOError instead of waiting. A peer that is gone is an OSError\n"
+      "(BrokenPipeError, ConnectionResetError), never a SIGPIPE.\n"
+      "\n"
+      "Raises:\n"
+      "    TimeoutError, BlockingIOError, OSError: as ``socket.send`` raises\n"
+      "        them, with ``.nbytes`` (0).\n"
+      "    ValueError: a negative offset or count, or a range beyond data." },
+    { NULL, NULL, 0, NULL }
+};
+
 static PyObject *fastsock_py_set_incomplete_error(PyObject *cls)
 {
     if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, (PyTypeObject *)PyExc_EOFError)) {
@@ -517,6 +771,25 @@ static PyObject *fastsock_py_set_incomplete_error(PyObject *cls)
             return NULL;
         }
         fastsock_py_socket_type = (PyTypeObject *)type; /* kept for the module's life */
+    }
+    if (fastsock_py_intern_params(&fastsock_py_recv_into_params) < 0 ||
+        fastsock_py_intern_params(&fastsock_py_send_params) < 0)
+        return NULL;
+    {
+        /* __module__ "fastsock", where users find them: pickle and help()
+         * look them up there. */
+        PyObject *package = PyUnicode_InternFromString("fastsock");
+        if (package == NULL)
+            return NULL;
+        for (PyMethodDef *def = fastsock_py_methods; def->ml_name != NULL; def++) {
+            PyObject *func = PyCFunction_NewEx(def, m, package);
+            if (func == NULL || PyModule_AddObject(m, def->ml_name, func) < 0) {
+                Py_XDECREF(func);
+                Py_DECREF(package);
+                return NULL;
+            }
+        }
+        Py_DECREF(package);
     }
 %}
 
@@ -569,17 +842,6 @@ static PyObject *fastsock_py_set_incomplete_error(PyObject *cls)
     call1.count = $1;
 }
 
-%typemap(in) int flags {
-    long v = PyLong_AsLong($input);
-    if (v == -1 && PyErr_Occurred())
-        SWIG_fail;
-    if (v < INT_MIN || v > INT_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "flags out of range");
-        SWIG_fail;
-    }
-    $1 = (int)v;
-}
-
 /* The timeout: seconds, None for no limit, Ellipsis for the socket's own. */
 %typemap(in) fastsock_ctl *CTL, fastsock_ctl *RECVALL_CTL {
     if (fastsock_py_ctl($input, &call1, "$symname") < 0)
@@ -600,10 +862,13 @@ static PyObject *fastsock_py_set_incomplete_error(PyObject *cls)
 /* The GIL stays held except across the transfers. */
 %nothread;
 %thread fastsock_recvall;
-%thread fastsock_recv;
-%thread fastsock_send;
 %thread fastsock_sendall;
 %thread fastsock_sendfile;
+
+/* Written by hand above (fastsock_py_methods). With their parameter lists,
+ * these outrank the interface's plain %renames. */
+%ignore fastsock_recv(int, void *, size_t, size_t, size_t, int, fastsock_ctl *);
+%ignore fastsock_send(int, const void *, size_t, size_t, size_t, fastsock_ctl *);
 
 %include "fastsock.i"
 

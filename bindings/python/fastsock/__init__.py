@@ -72,11 +72,6 @@ class _SocketTimeout:
 
 _OWN = _SocketTimeout()
 
-# Bound once: recv_into and send are called per message in event loops.
-_recv_into = _fastsock.recv_into
-_send = _fastsock.send
-
-
 def recvall(sock, n, *, timeout=_OWN):
     """Receive exactly n bytes from sock and return them as bytes.
 
@@ -122,43 +117,10 @@ def recvall_into(sock, buffer, nbytes=None, offset=0, *, timeout=_OWN):
     return _fastsock.recvall_into(sock, buffer, offset, nbytes, ... if timeout is _OWN else timeout)
 
 
-def recv_into(sock, buffer, nbytes=0, flags=0, *, offset=0):
-    """Receive up to nbytes into buffer at offset, in one receive; return the count.
-
-    The same as ``sock.recv_into(buffer, nbytes, flags)`` plus offset: it
-    waits (within the socket's timeout) until something arrives, returns 0
-    at the end of the stream, and nbytes 0 means the rest of the buffer.
-    On a non-blocking socket it never waits and raises BlockingIOError when
-    nothing is there, for the selectors pattern without slicing:
-    ``got = recv_into(sock, buf, n - off, offset=off)``.
-
-    Raises:
-        TimeoutError: nothing arrived within the socket's timeout.
-        BlockingIOError: non-blocking socket, nothing to read.
-        OSError: as ``socket.recv_into`` raises it.
-        ValueError: nbytes is negative or greater than the buffer after
-            offset ("buffer too small for requested bytes", as socket says).
-        TypeError: buffer is read-only or not a contiguous buffer.
-    """
-    return _recv_into(sock, buffer, offset, nbytes or None, flags, ...)
-
-
-def send(sock, data, offset=0, count=None):
-    """Send what one system call takes of data[offset:offset + count]; return that count.
-
-    data is any buffer (bytes, bytearray, memoryview, array, mmap ...); the
-    range is sent from where it lies, without slicing. count None means to
-    the end. Like ``sock.send``, it waits (within the socket's timeout) until
-    the socket is writable; on a non-blocking socket it raises
-    BlockingIOError instead of waiting. A peer that is gone is an OSError
-    (BrokenPipeError, ConnectionResetError), never a SIGPIPE.
-
-    Raises:
-        TimeoutError, BlockingIOError, OSError: as ``socket.send`` raises
-            them, with ``.nbytes`` (0).
-        ValueError: a negative offset or count, or a range beyond data.
-    """
-    return _send(sock, data, offset, count, ...)
+# C functions, keywords and documentation included (swig/python.i): event
+# loops call them once per message, where a def in between costs too much.
+recv_into = _fastsock.recv_into
+send = _fastsock.send
 
 
 def sendall(sock, data, offset=0, count=None, *, timeout=_OWN):
