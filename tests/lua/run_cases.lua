@@ -107,11 +107,21 @@ local function is_integer(v) return math.type(v) == "integer" end
 local function run_case(server, c)
   local seed, off = common.req_value(c.req, "seed"), common.req_value(c.req, "off")
   -- Built before connecting: building 64 MiB is slow under valgrind, and the
-  -- server's pause (sendall_timeout) starts at the connection.
+  -- server's pause (sendall_timeout, sendfile_timeout) starts at the
+  -- connection.
   local send_data = (c.op == "send" or c.op == "sendall") and common.stream(seed, 0, c.datalen)
+  local cleanup = {}
+  local path
+  if c.op == "sendfile" then
+    local len = math.tointeger(tonumber(c.file:match(":(%d+)$"))) or 0
+    path = os.tmpname()
+    cleanup[#cleanup + 1] = function() os.remove(path) end
+    local w = assert(io.open(path, "wb"))
+    w:write(common.stream(seed, 0, len))
+    w:close()
+  end
   local conn = common.request(server, c.req)
   local is_recv = c.op:match("^recv") ~= nil
-  local cleanup = {}
   local function finish(why)
     for k = #cleanup, 1, -1 do cleanup[k]() end
     conn:close()
@@ -134,7 +144,7 @@ local function run_case(server, c)
   end
 
   local i, j = c.offset and c.offset + 1, c.count and (c.offset or 0) + c.count
-  local buf, data, file, pipe_handle, path
+  local buf, data, file, pipe_handle
   local r
   if c.op == "recvall" then
     r = table.pack(pcall(fastsock.recvall, target, c.n, c.timeout))
@@ -144,13 +154,7 @@ local function run_case(server, c)
   elseif c.op == "send" or c.op == "sendall" then
     data = send_data
     r = table.pack(pcall(fastsock[c.op], target, data, i, j, c.timeout))
-  else -- sendfile
-    local len = math.tointeger(tonumber(c.file:match(":(%d+)$"))) or 0
-    path = os.tmpname()
-    cleanup[#cleanup + 1] = function() os.remove(path) end
-    local w = assert(io.open(path, "wb"))
-    w:write(common.stream(seed, 0, len))
-    w:close()
+  else -- sendfile, from the file made above
     if c.file:match("^pipe:") then
       pipe_handle = assert(io.popen("cat " .. path .. " 2>/dev/null", "r"))
       file = pipe_handle

@@ -283,9 +283,17 @@ def run_case(server, keys, fastsock):
     kind = keys.get("sock", "fd")
     timeout = float(keys["timeout"]) if "timeout" in keys else None
     cleanup = []
-    conn = server.connect(keys["req"].replace(",", " "))
-    cleanup.append(conn.close)
     try:
+        # Built before connecting: under valgrind, building 64 MiB outlasts
+        # the sink's pause (sendall_timeout, sendfile_timeout), which starts
+        # at the connection.
+        data = file = None
+        if op in ("send", "sendall"):
+            data = stream(seed, 0, int(keys["datalen"]))
+        elif op == "sendfile":
+            file = make_file(keys["file"], seed, cleanup)
+        conn = server.connect(keys["req"].replace(",", " "))
+        cleanup.append(conn.close)
         if kind == "fd":
             target = conn
         elif kind == "int":
@@ -307,7 +315,7 @@ def run_case(server, keys, fastsock):
         def arg(key):
             return int(keys[key]) if key in keys else None
 
-        buf = data = file = None
+        buf = None
         offset = arg("offset") or 0
         result = exc = None
         try:
@@ -320,11 +328,9 @@ def run_case(server, keys, fastsock):
                 buf = bytearray(b"\xa5") * arg("bufsize")
                 result = fastsock.recv_into(target, buf, arg("n") or 0, offset=offset)
             elif op in ("send", "sendall"):
-                data = stream(seed, 0, arg("datalen"))
                 call = getattr(fastsock, op)
                 result = call(target, data, offset, arg("count"), **kwargs)
             else:
-                file = make_file(keys["file"], seed, cleanup)
                 result = fastsock.sendfile(target, file, offset, arg("count"))
         except Exception as e:  # judged below against the case
             exc = e

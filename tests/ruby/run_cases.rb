@@ -115,10 +115,17 @@ class Runner
     @closers = []
     keys = kase.keys
     seed, off = request_params(keys["req"])
+    # Built before connecting: the server's pause (sendall_timeout,
+    # sendfile_timeout) starts at the connection, and building 64 MiB takes
+    # time on a loaded machine.
+    input = case keys["op"]
+            when "send", "sendall" then Loopback.stream(seed, 0, int(keys, "datalen"))
+            when "sendfile" then file_arg(keys["file"], seed)
+            end
     conn = @server.connect(keys["req"])
     @closers << conn
     sock = socket_arg(keys["sock"] || "fd", conn)
-    outcome = perform(keys, sock, conn, seed, off)
+    outcome = perform(keys, sock, input)
     check(keys, outcome, conn, seed, off)
   ensure
     @closers&.reverse_each { |io| io.close unless io.closed? }
@@ -161,7 +168,8 @@ class Runner
     { timeout: t }
   end
 
-  def perform(keys, sock, conn, seed, off)
+  # input: the data (send, sendall) or the file (sendfile) made by run.
+  def perform(keys, sock, input)
     o = Outcome.new
     n = int(keys, "n")
     offset = int(keys, "offset") || 0
@@ -180,13 +188,11 @@ class Runner
         o.eof = got.nil?
         o.result = got || 0
       when "send"
-        data = Loopback.stream(seed, 0, int(keys, "datalen"))
-        o.result = Fastsock.send(sock, data, offset, count, **timeout_kw(keys, single: true))
+        o.result = Fastsock.send(sock, input, offset, count, **timeout_kw(keys, single: true))
       when "sendall"
-        data = Loopback.stream(seed, 0, int(keys, "datalen"))
-        o.result = Fastsock.sendall(sock, data, offset, count, **timeout_kw(keys, single: false))
+        o.result = Fastsock.sendall(sock, input, offset, count, **timeout_kw(keys, single: false))
       when "sendfile"
-        o.file = file_arg(keys["file"], seed)
+        o.file = input
         o.result = Fastsock.sendfile(sock, o.file, offset, count, **timeout_kw(keys, single: false))
       end
       o.moved = o.result
