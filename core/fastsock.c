@@ -81,30 +81,65 @@ const char *fastsock_strerror(fastsock_result err)
 #define MADV_POPULATE_WRITE 23
 #endif
 
+/* fastsock_advise_fresh stops populating at a slice that came in slower
+ * than this many bytes per nanosecond (2 GB/s). */
+#define FASTSOCK__POPULATE_MIN_BYTES_PER_NS 2
+#define FASTSOCK__POPULATE_SLICE ((uintptr_t)16 << 20)
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 void fastsock_advise_fresh(void *buf, size_t len)
 {
     const uintptr_t huge = (uintptr_t)2 << 20;
     if (len < huge)
         return;
-#if defined(MADV_HUGEPAGE)
     /* madvise wants page-aligned bounds; only whole huge pages benefit. */
     uintptr_t hstart = ((uintptr_t)buf + huge - 1) & ~(huge - 1);
     uintptr_t hend = ((uintptr_t)buf + len) & ~(huge - 1);
-    if (hend > hstart)
-        madvise((void *)hstart, hend - hstart, MADV_HUGEPAGE);
+    int want_huge = 0;
+#if defined(MADV_HUGEPAGE)
+    want_huge = hend > hstart && madvise((void *)hstart, hend - hstart, MADV_HUGEPAGE) == 0;
 #endif
 #if defined(MADV_POPULATE_WRITE)
-    /* Fault the pages in now, in one system call, rather than one at a time
-     * inside the receive's copy, where each fault costs several times more
-     * (bench/README.md: at 256 MiB, huge pages alone buy ~2x, populating
-     * alone ~2x, both together bring a fresh buffer level with a hot one).
-     * On memory malloc recycled from the heap the pages are there already
-     * and this is a walk over present page-table entries. */
+    /* Fault the pages in now, a slice to a system call, rather than one at
+     * a time inside the receive's copy, where each fault costs several
+     * times more (bench/README.md) -- while faulting is cheap. In a VM that
+     * hands free memory back to its host (virtio-balloon free page
+     * reporting, as on the project's machine), memory that has been free
+     * for more than a moment costs host faults: pre-faulting 256 MiB of it
+     * as huge pages took 0.4-0.9 s, where memory freed just before takes
+     * 0.01-0.03 s. No interface tells which memory this is, so the slices
+     * are timed, and at the first one slower than 2 GB/s the rest is left
+     * to the receive in 4 KiB pages (measured, fresh 256 MiB results after
+     * a 3 s pause: Python recvall 260-340 -> 730-1,390 MB/s, Ruby 260-360 ->
+     * 1,110-1,990). On memory malloc recycled from the heap the pages are
+     * present already and this is a walk over page tables. */
     const uintptr_t page = 4096;
     uintptr_t start = ((uintptr_t)buf + page - 1) & ~(page - 1);
     uintptr_t end = ((uintptr_t)buf + len) & ~(page - 1);
-    if (end > start)
-        madvise((void *)start, end - start, MADV_POPULATE_WRITE);
+    for (uintptr_t at = start; at < end;) {
+        uintptr_t slice_end = end - at > FASTSOCK__POPULATE_SLICE ? at + FASTSOCK__POPULATE_SLICE : end;
+        int64_t t0 = now_ns();
+        if (madvise((void *)at, slice_end - at, MADV_POPULATE_WRITE) < 0)
+            return; /* before Linux 5.14: the pages fault in the receive */
+        if ((int64_t)((slice_end - at) / FASTSOCK__POPULATE_MIN_BYTES_PER_NS) < now_ns() - t0) {
+#if defined(MADV_NOHUGEPAGE)
+            /* The huge pages after the one the slice ended in. */
+            uintptr_t from = (slice_end + huge - 1) & ~(huge - 1);
+            if (want_huge && hend > from)
+                madvise((void *)from, hend - from, MADV_NOHUGEPAGE);
+#endif
+            return;
+        }
+        at = slice_end;
+    }
+#else
+    (void)want_huge;
 #endif
 }
 

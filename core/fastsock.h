@@ -123,7 +123,9 @@ fastsock_result fastsock_sendfile(int sock, int file, int64_t offset,
  * asks the kernel to back it with huge pages where it can, so that filling it
  * takes one page fault per 2 MiB instead of one per 4 KiB, and faults it in
  * now (MADV_POPULATE_WRITE), which costs far less than faulting inside the
- * receive's copy. Its contents are unspecified afterwards. A no-op for
+ * receive's copy -- unless faulting turns out slow (memory a VM's host has
+ * taken back): then it stops and leaves the rest to the receive, in 4 KiB
+ * pages. Its contents are unspecified afterwards. A no-op for
  * buffers under 2 MiB and where the platform has no such advice. Bindings
  * call it on their fresh recvall results, without their interpreter lock.
  */
