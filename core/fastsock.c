@@ -81,6 +81,7 @@ const char *fastsock_strerror(fastsock_result err)
 #define MADV_POPULATE_WRITE 23
 #endif
 
+#if defined(MADV_POPULATE_WRITE)
 /* fastsock_advise_fresh stops populating at a slice that came in slower
  * than this many bytes per nanosecond (2 GB/s). */
 #define FASTSOCK__POPULATE_MIN_BYTES_PER_NS 2
@@ -92,6 +93,7 @@ static int64_t now_ns(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
+#endif
 
 void fastsock_advise_fresh(void *buf, size_t len)
 {
@@ -105,6 +107,9 @@ void fastsock_advise_fresh(void *buf, size_t len)
 #if defined(MADV_HUGEPAGE)
     want_huge = hend > hstart && madvise((void *)hstart, hend - hstart, MADV_HUGEPAGE) == 0;
 #endif
+    (void)want_huge; /* all three unused where the platform lacks the advice */
+    (void)hstart;
+    (void)hend;
 #if defined(MADV_POPULATE_WRITE)
     /* Fault the pages in now, a slice to a system call, rather than one at
      * a time inside the receive's copy, where each fault costs several
@@ -138,8 +143,6 @@ void fastsock_advise_fresh(void *buf, size_t len)
         }
         at = slice_end;
     }
-#else
-    (void)want_huge;
 #endif
 }
 
