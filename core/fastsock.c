@@ -81,19 +81,17 @@ const char *fastsock_strerror(fastsock_result err)
 #define MADV_POPULATE_WRITE 23
 #endif
 
-#if defined(MADV_POPULATE_WRITE)
-/* fastsock_advise_fresh stops populating at a slice that came in slower
- * than this many bytes per nanosecond (2 GB/s). */
-#define FASTSOCK__POPULATE_MIN_BYTES_PER_NS 2
-#define FASTSOCK__POPULATE_SLICE ((uintptr_t)16 << 20)
-
 static int64_t now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
-#endif
+
+/* fastsock_advise_fresh stops populating at a slice that came in slower
+ * than this many bytes per nanosecond (2 GB/s). */
+#define FASTSOCK__POPULATE_MIN_BYTES_PER_NS 2
+#define FASTSOCK__POPULATE_SLICE ((uintptr_t)16 << 20)
 
 void fastsock_advise_fresh(void *buf, size_t len)
 {
@@ -162,9 +160,7 @@ static fastsock_result check_range(size_t len, size_t offset, size_t count, size
 
 static int64_t now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return now_ns() / 1000000;
 }
 
 typedef struct deadline {

@@ -850,11 +850,9 @@ static PyObject *fastsock_py_set_incomplete_error(PyObject *cls)
 }
 
 %typemap(out) fastsock_result {
-    if ($1 < 0) {
-        fastsock_py_raise($1, &call1, "$symname", NULL);
+    $result = fastsock_py_result($1, &call1, "$symname");
+    if ($result == NULL)
         SWIG_fail;
-    }
-    $result = PyLong_FromSsize_t($1);
 }
 
 /* ---- the operations -------------------------------------------------------- */

@@ -269,15 +269,22 @@ static int call_method(lua_State *L, int idx, const char *name)
 
 #define SOCK_TYPES "socket (LuaSocket object, file handle or integer fd)"
 
+/* The argument error for an fd that is no socket (ENOTSOCK) or not open. */
+static void not_a_socket(lua_State *L, int idx, int err)
+{
+    if (err == ENOTSOCK)
+        luaL_argerror(L, idx, "not a socket");
+    luaL_argerror(L, idx, lua_pushfstring(L, "not an open file descriptor (%s)", strerror(err)));
+}
+
 /* An argument error unless fd is an open socket. */
 static void verify_sock(lua_State *L, int idx, int fd)
 {
     struct stat st;
     if (fstat(fd, &st) < 0)
-        luaL_argerror(L, idx, lua_pushfstring(L, "not an open file descriptor (%s)",
-                                              strerror(errno)));
+        not_a_socket(L, idx, errno);
     if (!S_ISSOCK(st.st_mode))
-        luaL_argerror(L, idx, "not a socket");
+        not_a_socket(L, idx, ENOTSOCK);
 }
 
 /*
@@ -346,11 +353,8 @@ static int check_sock(lua_State *L, int idx, int receiving, int verify)
  * that check_sock's fstat gives. */
 static void raise_if_not_socket(lua_State *L, int idx, fastsock_result rc)
 {
-    if (rc == -EBADF)
-        luaL_argerror(L, idx, lua_pushfstring(L, "not an open file descriptor (%s)",
-                                              strerror(EBADF)));
-    if (rc == -ENOTSOCK)
-        luaL_argerror(L, idx, "not a socket");
+    if (rc == -EBADF || rc == -ENOTSOCK)
+        not_a_socket(L, idx, (int)-rc);
 }
 
 /* Bytes to send: a string (or a number, as LuaSocket takes) or a buffer. */
