@@ -11,6 +11,7 @@
  * payload instead of one poll/recv pair per socket-buffer's worth.
  */
 #include "fastsock.h"
+#include "fastsock_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -81,7 +82,7 @@ const char *fastsock_strerror(fastsock_result err)
 #define MADV_POPULATE_WRITE 23
 #endif
 
-static int64_t now_ns(void)
+int64_t fastsock__now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -95,9 +96,14 @@ static int64_t now_ns(void)
 
 void fastsock_advise_fresh(void *buf, size_t len)
 {
+    (void)fastsock__advise_range(buf, len);
+}
+
+int fastsock__advise_range(void *buf, size_t len)
+{
     const uintptr_t huge = (uintptr_t)2 << 20;
     if (len < huge)
-        return;
+        return 1;
     /* madvise wants page-aligned bounds; only whole huge pages benefit. */
     uintptr_t hstart = ((uintptr_t)buf + huge - 1) & ~(huge - 1);
     uintptr_t hend = ((uintptr_t)buf + len) & ~(huge - 1);
@@ -127,21 +133,22 @@ void fastsock_advise_fresh(void *buf, size_t len)
     uintptr_t end = ((uintptr_t)buf + len) & ~(page - 1);
     for (uintptr_t at = start; at < end;) {
         uintptr_t slice_end = end - at > FASTSOCK__POPULATE_SLICE ? at + FASTSOCK__POPULATE_SLICE : end;
-        int64_t t0 = now_ns();
+        int64_t t0 = fastsock__now_ns();
         if (madvise((void *)at, slice_end - at, MADV_POPULATE_WRITE) < 0)
-            return; /* before Linux 5.14: the pages fault in the receive */
-        if ((int64_t)((slice_end - at) / FASTSOCK__POPULATE_MIN_BYTES_PER_NS) < now_ns() - t0) {
+            return 0; /* before Linux 5.14: the pages fault in the receive */
+        if ((int64_t)((slice_end - at) / FASTSOCK__POPULATE_MIN_BYTES_PER_NS) < fastsock__now_ns() - t0) {
 #if defined(MADV_NOHUGEPAGE)
             /* The huge pages after the one the slice ended in. */
             uintptr_t from = (slice_end + huge - 1) & ~(huge - 1);
             if (want_huge && hend > from)
                 madvise((void *)from, hend - from, MADV_NOHUGEPAGE);
 #endif
-            return;
+            return 0;
         }
         at = slice_end;
     }
 #endif
+    return 1;
 }
 
 /* ---- ranges and deadlines ------------------------------------------------- */
@@ -160,7 +167,40 @@ static fastsock_result check_range(size_t len, size_t offset, size_t count, size
 
 static int64_t now_ms(void)
 {
-    return now_ns() / 1000000;
+    return fastsock__now_ns() / 1000000;
+}
+
+int64_t fastsock_now_ms(void) { return now_ms(); }
+
+int64_t fastsock_deadline(int64_t timeout_ms)
+{
+    return timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+}
+
+int64_t fastsock_remaining_ms(int64_t deadline)
+{
+    if (deadline < 0)
+        return -1;
+    int64_t left = deadline - now_ms();
+    return left > 0 ? left : 0;
+}
+
+fastsock_error_kind fastsock_classify(fastsock_result rc)
+{
+    if (rc >= 0)
+        return FASTSOCK_KIND_OK;
+    switch (rc) {
+    case FASTSOCK_EOF: return FASTSOCK_KIND_CLOSED;
+    case FASTSOCK_EOFFSET:
+    case FASTSOCK_ECOUNT: return FASTSOCK_KIND_RANGE;
+    case -ETIMEDOUT: return FASTSOCK_KIND_TIMEOUT;
+    case -EAGAIN: return FASTSOCK_KIND_WOULDBLOCK;
+    case -EPIPE:
+    case -ECONNRESET: return FASTSOCK_KIND_PEER_GONE;
+    case -EBADF:
+    case -ENOTSOCK: return FASTSOCK_KIND_BADSOCK;
+    default: return FASTSOCK_KIND_OTHER;
+    }
 }
 
 typedef struct deadline {
@@ -225,18 +265,9 @@ static int wait_ready(int fd, short events, const deadline *d, fastsock_ctl *ctl
     }
 }
 
-/* ---- SIGPIPE ------------------------------------------------------------- */
+/* ---- SIGPIPE (the guard is in fastsock_internal.h) ------------------------ */
 
-/* Where send() has no MSG_NOSIGNAL, and always for sendfile(2) (which takes no
- * flags), SIGPIPE is blocked in this thread for the call, and one it raised
- * is consumed before unblocking, so that it never reaches the process. */
-typedef struct sigpipe_guard {
-    sigset_t old_mask;
-    int was_pending;
-    int active;
-} sigpipe_guard;
-
-static void sigpipe_block(sigpipe_guard *g)
+void fastsock__sigpipe_block(fastsock__sigpipe_guard *g)
 {
     sigset_t pipe_set, pending;
     sigemptyset(&pipe_set);
@@ -246,7 +277,7 @@ static void sigpipe_block(sigpipe_guard *g)
     g->active = pthread_sigmask(SIG_BLOCK, &pipe_set, &g->old_mask) == 0;
 }
 
-static void sigpipe_restore(sigpipe_guard *g)
+void fastsock__sigpipe_restore(fastsock__sigpipe_guard *g)
 {
     if (!g->active)
         return;
@@ -458,7 +489,7 @@ fastsock_result fastsock_recv(int fd, void *buf, size_t len, size_t offset,
 /* ---- sending ------------------------------------------------------------------ */
 
 /* send() that never raises SIGPIPE where MSG_NOSIGNAL exists; elsewhere the
- * caller holds a sigpipe_guard. */
+ * caller holds a fastsock__sigpipe_guard. */
 static ssize_t send_nosignal(int fd, const char *p, size_t n, int flags)
 {
     return send(fd, p, n, flags | FASTSOCK__NOSIGNAL);
@@ -473,9 +504,9 @@ fastsock_result fastsock_send(int fd, const void *data, size_t len,
     if (rc < 0)
         return rc;
     deadline d = deadline_from(ctl);
-    sigpipe_guard guard = { .active = 0 };
+    fastsock__sigpipe_guard guard = { .active = 0 };
     if (!FASTSOCK__NOSIGNAL)
-        sigpipe_block(&guard);
+        fastsock__sigpipe_block(&guard);
     for (;;) {
         ssize_t sent = send_nosignal(fd, (const char *)data + offset, n, MSG_DONTWAIT);
         if (sent >= 0) {
@@ -492,7 +523,7 @@ fastsock_result fastsock_send(int fd, const void *data, size_t len,
         if (rc < 0)
             break;
     }
-    sigpipe_restore(&guard);
+    fastsock__sigpipe_restore(&guard);
     return rc;
 }
 
@@ -540,11 +571,11 @@ fastsock_result fastsock_sendall(int fd, const void *data, size_t len,
     int blocking = session_begin(&s, fd, SO_SNDTIMEO, &d, ctl, 0);
     if (blocking < 0)
         return blocking;
-    sigpipe_guard guard = { .active = 0 };
+    fastsock__sigpipe_guard guard = { .active = 0 };
     if (!FASTSOCK__NOSIGNAL)
-        sigpipe_block(&guard);
+        fastsock__sigpipe_block(&guard);
     rc = send_loop(s.fd, (const char *)data + offset, n, blocking, &s, &d, ctl);
-    sigpipe_restore(&guard);
+    fastsock__sigpipe_restore(&guard);
     session_end(&s);
     return rc < 0 ? rc : (fastsock_result)n;
 }
@@ -668,15 +699,15 @@ fastsock_result fastsock_sendfile(int sock, int file, int64_t offset, size_t cou
     fastsock_result rc = 0;
     if (count > 0) {
         /* sendfile(2) has no MSG_NOSIGNAL, so SIGPIPE is always guarded. */
-        sigpipe_guard guard;
-        sigpipe_block(&guard);
+        fastsock__sigpipe_guard guard;
+        fastsock__sigpipe_block(&guard);
         int fall_back = 1;
 #ifdef FASTSOCK__HAVE_SENDFILE
         fall_back = sendfile_loop(s.fd, file, seekable, offset, count, blocking, &s, &d, ctl, &rc);
 #endif
         if (fall_back)
             rc = copy_by_read(s.fd, file, seekable, offset, count, blocking, &s, &d, ctl);
-        sigpipe_restore(&guard);
+        fastsock__sigpipe_restore(&guard);
     }
     session_end(&s);
     return rc < 0 ? rc : (fastsock_result)ctl->moved;

@@ -131,6 +131,131 @@ fastsock_result fastsock_sendfile(int sock, int file, int64_t offset,
  */
 void fastsock_advise_fresh(void *buf, size_t len);
 
+/* ---- deadlines and error kinds, for the bindings' own wait loops ------------ */
+
+/* Monotonic clock, milliseconds. */
+int64_t fastsock_now_ms(void);
+
+/* The deadline of a timeout: -1 for none (timeout_ms < 0), else
+ * fastsock_now_ms() + timeout_ms. */
+int64_t fastsock_deadline(int64_t timeout_ms);
+
+/* Milliseconds left until a deadline: -1 for none, 0 once it has passed. */
+int64_t fastsock_remaining_ms(int64_t deadline);
+
+/* What a result means to a caller, so that every binding maps the same
+ * results to the same family of its own errors. */
+typedef enum fastsock_error_kind {
+    FASTSOCK_KIND_OK = 0,     /* a count */
+    FASTSOCK_KIND_CLOSED,     /* FASTSOCK_EOF: the peer ended the stream first */
+    FASTSOCK_KIND_TIMEOUT,    /* -ETIMEDOUT: the deadline passed */
+    FASTSOCK_KIND_WOULDBLOCK, /* -EAGAIN: never-wait mode and nothing could move */
+    FASTSOCK_KIND_RANGE,      /* FASTSOCK_EOFFSET, FASTSOCK_ECOUNT: bad arguments */
+    FASTSOCK_KIND_PEER_GONE,  /* -EPIPE, -ECONNRESET: the peer is gone */
+    FASTSOCK_KIND_BADSOCK,    /* -EBADF, -ENOTSOCK: not an open socket */
+    FASTSOCK_KIND_OTHER       /* any other negative errno */
+} fastsock_error_kind;
+
+fastsock_error_kind fastsock_classify(fastsock_result rc);
+
+/* ---- progressive transfers (event loops) -------------------------------------
+ *
+ * A transfer that a non-blocking caller steps each time its fd is ready:
+ * an event loop's reader or writer callback, a fiber scheduler's io_wait, a
+ * cqueues pollable. A step never waits: it makes the system calls that move
+ * data until the kernel has nothing more for now (EAGAIN, or a short
+ * return, which on a stream socket says the same a call earlier), the
+ * transfer completes or fails, or the step has moved `budget` bytes, so
+ * that one connection cannot starve the others of its loop. Readiness must
+ * be level-triggered (asyncio, uvloop, Ruby's io_wait and cqueues all are).
+ *
+ * The state lives in the caller's memory; a step allocates nothing. The
+ * sendfile kind allocates one bounce buffer, once, if it has to fall back
+ * to read and send: fastsock_xfer_release frees it. The socket may be
+ * blocking or not: recv and send are MSG_DONTWAIT, and sendfile(2), which
+ * takes no flags, runs with O_NONBLOCK set for the step when the socket
+ * lacks it. The file of a sendfile must be seekable (a regular file): a
+ * pipe could leave a step waiting on the pipe, which no loop is watching.
+ */
+
+/* What a transfer waits for before its next step: poll's events as the
+ * bits selectors use (EVENT_READ 1, EVENT_WRITE 2); 0 once it has ended. */
+#define FASTSOCK_WANT_READ  1u
+#define FASTSOCK_WANT_WRITE 2u
+
+/* Bytes one step moves at most, unless the caller sets budget: about a
+ * millisecond of a loopback copy on the project's machine. */
+#define FASTSOCK_XFER_BUDGET ((size_t)1 << 20)
+
+/* fastsock_xfer.flags */
+enum {
+    /* The receive's memory is fresh (just allocated, never touched): each
+     * step advises and pre-faults the part it is about to fill, as
+     * fastsock_advise_fresh does for a whole buffer, a step's worth at a
+     * time, so no single step pays for all of it. */
+    FASTSOCK_XFER_FRESH = 1u << 0
+};
+
+typedef enum fastsock_xfer_kind {
+    FASTSOCK_XFER_RECV = 1, /* exactly count bytes into base[0, count) */
+    FASTSOCK_XFER_SEND,     /* base[0, count) */
+    FASTSOCK_XFER_SENDFILE  /* count bytes of file from file_offset */
+} fastsock_xfer_kind;
+
+typedef struct fastsock_xfer {
+    /* Set by the init functions. The caller may change budget and flags
+     * between steps, and nothing else. */
+    fastsock_xfer_kind kind;
+    int fd;
+    char *base;            /* where the transfer's byte 0 goes or comes from */
+    size_t count;          /* bytes the transfer moves in all */
+    int file;              /* sendfile: the source, and where its bytes start */
+    int64_t file_offset;
+    size_t budget;         /* bytes one step moves at most; 0: FASTSOCK_XFER_BUDGET */
+    unsigned flags;
+
+    /* Progress: read them, never write them. */
+    size_t done;           /* bytes moved so far, exact at every moment */
+    unsigned long cycles;  /* data-moving system calls made (recv, send, sendfile, read) */
+    unsigned want;         /* FASTSOCK_WANT_*: wait for this, then step; 0 once ended */
+    fastsock_result error; /* 0, or what ended it: FASTSOCK_EOF, -ECONNRESET, ... */
+
+    /* Private. */
+    size_t advised;        /* FRESH: bytes from base advised so far */
+    int advise_stopped;    /* FRESH: faulting turned out slow, the kernel faults the rest */
+    int file_copying;      /* sendfile(2) can't serve this pair: read and send */
+    char *bounce;          /* the copying fallback's buffer */
+    size_t bounce_cap, bounce_at, bounce_len;
+} fastsock_xfer;
+
+/*
+ * Each init checks the range as the blocking calls do, overflow-safe, before
+ * any byte moves, and returns 0 or the same errors (FASTSOCK_EOFFSET,
+ * FASTSOCK_ECOUNT; sendfile also -EBADF, -ESPIPE, -ENOTSOCK and -EINVAL for
+ * a negative offset). The transfer then wants to read (recv) or write.
+ * sendfile clamps count to the end of a regular file, as fastsock_sendfile
+ * does, and leaves the file's position alone. Nothing is allocated.
+ */
+fastsock_result fastsock_xfer_recv_init(fastsock_xfer *x, int fd, void *buf, size_t len,
+                                        size_t offset, size_t count);
+fastsock_result fastsock_xfer_send_init(fastsock_xfer *x, int fd, const void *data, size_t len,
+                                        size_t offset, size_t count);
+fastsock_result fastsock_xfer_sendfile_init(fastsock_xfer *x, int sock, int file,
+                                            int64_t offset, size_t count);
+
+/*
+ * One step. Returns the bytes it moved (>= 0), or, when the transfer failed
+ * in it, the error (also left in x->error; x->done stays exact, this step's
+ * bytes included). The transfer has ended when x->want is 0: complete if
+ * x->error is 0 (then x->done == x->count). A step after
+ * the end moves nothing and returns x->error.
+ */
+fastsock_result fastsock_xfer_step(fastsock_xfer *x);
+
+/* Frees what the transfer allocated (the sendfile fallback's buffer); the
+ * state may be dropped afterwards. Safe on any initialised state, twice too. */
+void fastsock_xfer_release(fastsock_xfer *x);
+
 /* recv system calls made by this thread's last fastsock_recvall. */
 unsigned long fastsock_recvall_cycles(void);
 

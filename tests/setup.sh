@@ -6,7 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(cmake make gcc swig python3-dev lua5.4 liblua5.4-dev lua-socket ruby ruby-dev
-          valgrind gnuplot-nox strace clang libclang-rt-14-dev)
+          valgrind gnuplot-nox strace clang libclang-rt-14-dev
+          # event loops: uvloop for Debian's python3, ruby-async, cqueues;
+          # lua-posix for the Lua benchmark's unbuffered baseline
+          python3-uvloop ruby-async ruby-async-io lua-cqueues lua-posix
+          # packaging: wheel and sdist offline, the gem, the rock, the docs
+          python3-build python3-setuptools python3-wheel python3-venv python3-pip
+          luarocks yard lua-ldoc)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
