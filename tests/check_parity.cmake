@@ -2,11 +2,23 @@
 # the file lacks. Each runner's `--list` prints the names of the cases it can
 # run; a runner must refuse keys and values it does not implement, so a new
 # key in cases.txt shows up here as a missing case.
+#
+# The one staged exception: the progressive cases (op=*_steps) may be
+# missing from the runners of the languages named here until their
+# event-loop issue lands (Ruby: issue 14, Lua: issue 15). Nothing else may
+# be pending.
+set(progressive_pending ruby lua)
+
 file(STRINGS ${CASES} lines)
 set(expected "")
+set(progressive "")
 foreach(line IN LISTS lines)
   if(line MATCHES "^([A-Za-z0-9_]+)[ \t]")
-    list(APPEND expected ${CMAKE_MATCH_1})
+    set(name ${CMAKE_MATCH_1})
+    list(APPEND expected ${name})
+    if(line MATCHES "[ \t]op=[a-z_]+_steps[ \t]")
+      list(APPEND progressive ${name})
+    endif()
   endif()
 endforeach()
 list(SORT expected)
@@ -25,6 +37,9 @@ foreach(lang IN LISTS RUNNERS)
   list(SORT known)
   set(missing ${expected})
   list(REMOVE_ITEM missing ${known})
+  if(lang IN_LIST progressive_pending AND progressive)
+    list(REMOVE_ITEM missing ${progressive})
+  endif()
   set(extra ${known})
   list(REMOVE_ITEM extra ${expected})
   list(LENGTH known n_known)

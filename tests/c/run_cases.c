@@ -15,6 +15,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -40,10 +41,11 @@ typedef struct test_case {
 
 static const char *const known_keys[] = {
     "op", "req", "sock", "n", "bufsize", "offset", "count", "datalen", "file", "timeout",
-    "expect", "result", "result_max", "moved", "moved_min", "cycles_max", NULL
+    "expect", "result", "result_max", "moved", "moved_min", "cycles_max", "budget", "steps_min", NULL
 };
 static const char *const known_ops[] = {
-    "recvall", "recvall_into", "recv_into", "send", "sendall", "sendfile", NULL
+    "recvall", "recvall_into", "recv_into", "send", "sendall", "sendfile",
+    "recv_steps", "recv_steps_into", "send_steps", "sendfile_steps", NULL
 };
 static const char *const known_expects[] = {
     "ok", "closed", "timeout", "reset", "peer_gone", "badarg", "badsock", "nomem", "wouldblock", NULL
@@ -267,6 +269,7 @@ static const char *kind_of(fastsock_result rc)
     case -EPIPE: return "peer_gone";
     case -ENOTSOCK:
     case -EBADF: return "badsock";
+    case -ESPIPE: return "badarg"; /* a progressive sendfile of a pipe */
     case -ENOMEM: return "nomem";
     case -EAGAIN: return "wouldblock";
     default: return rc >= 0 ? "ok" : "other";
@@ -282,11 +285,43 @@ static int kind_matches(const char *expect, const char *kind)
 
 #define FAIL(...) do { snprintf(why, whylen, __VA_ARGS__); goto done; } while (0)
 
+typedef struct steps_seen {
+    size_t largest;   /* bytes of the step that moved most */
+    unsigned moving;  /* steps that moved data */
+} steps_seen;
+
+/* What an event loop does with a progressive transfer: wait until the fd is
+ * ready for what the transfer wants, step, again. A poll that times out
+ * ends it with -ETIMEDOUT, as a loop's own timeout would. */
+static fastsock_result drive_steps(fastsock_xfer *x, int64_t timeout_ms, steps_seen *seen)
+{
+    while (x->want) {
+        struct pollfd p = { x->fd, (short)(x->want == FASTSOCK_WANT_READ ? POLLIN : POLLOUT), 0 };
+        int ready = poll(&p, 1, timeout_ms < 0 ? 30000 : (int)timeout_ms);
+        if (ready < 0 && errno == EINTR)
+            continue;
+        if (ready <= 0)
+            return ready == 0 ? -ETIMEDOUT : -errno;
+        fastsock_result rc = fastsock_xfer_step(x);
+        if (rc < 0)
+            return rc;
+        if ((size_t)rc > seen->largest)
+            seen->largest = (size_t)rc;
+        seen->moving += rc > 0;
+    }
+    return x->error < 0 ? x->error : (fastsock_result)x->done;
+}
+
 static int run_case(const test_case *tc, char *why, size_t whylen)
 {
     const char *op = get(tc, "op"), *expect = get(tc, "expect");
     const char *sockkind = get(tc, "sock") ? get(tc, "sock") : "fd";
     int is_recv = !strncmp(op, "recv", 4);
+    int steps = strstr(op, "_steps") != NULL;
+    fastsock_xfer x;
+    steps_seen seen = { 0, 0 };
+    memset(&x, 0, sizeof x);
+    x.file = -1;
     int ok = 0, fd = connect_server(), target = fd, other = -1;
     unsigned char *unit = malloc(FASTSOCK_TEST_UNIT), *buf = NULL, *want = NULL;
     int file = -1, pipe_fds[2] = { -1, -1 };
@@ -315,8 +350,43 @@ static int run_case(const test_case *tc, char *why, size_t whylen)
     size_t bufsize = get_size(tc, "bufsize", 0);
     int64_t n_signed = get_int(tc, "n", 0);
     int runner_badarg = 0, runner_nomem = 0;
+    size_t budget = get_size(tc, "budget", 0);
+    if (steps)
+        fcntl(target, F_SETFL, fcntl(target, F_GETFL) | O_NONBLOCK);
 
-    if (!strcmp(op, "recvall")) {
+    if (!strcmp(op, "recv_steps")) {
+        if (n_signed < 0) {
+            runner_badarg = 1;
+        } else if ((buf = malloc((size_t)n_signed ? (size_t)n_signed : 1)) == NULL) {
+            runner_nomem = 1;
+        } else {
+            bufsize = (size_t)n_signed;
+            if ((rc = fastsock_xfer_recv_init(&x, target, buf, bufsize, 0, bufsize)) == 0) {
+                x.budget = budget;
+                x.flags = FASTSOCK_XFER_FRESH;
+                rc = drive_steps(&x, ctl.timeout_ms, &seen);
+            }
+            ctl.moved = x.done;
+        }
+    } else if (!strcmp(op, "recv_steps_into")) {
+        buf = malloc(bufsize ? bufsize : 1);
+        memset(buf, SENTINEL, bufsize);
+        if ((rc = fastsock_xfer_recv_init(&x, target, buf, bufsize, offset,
+                                          get_size(tc, "n", FASTSOCK_ALL))) == 0) {
+            x.budget = budget;
+            rc = drive_steps(&x, ctl.timeout_ms, &seen);
+        }
+        ctl.moved = x.done;
+    } else if (!strcmp(op, "send_steps")) {
+        size_t datalen = get_size(tc, "datalen", 0);
+        buf = malloc(datalen ? datalen : 1);
+        fastsock_test_fill(unit, 0, buf, datalen);
+        if ((rc = fastsock_xfer_send_init(&x, target, buf, datalen, offset, count)) == 0) {
+            x.budget = budget;
+            rc = drive_steps(&x, ctl.timeout_ms, &seen);
+        }
+        ctl.moved = x.done;
+    } else if (!strcmp(op, "recvall")) {
         if (n_signed < 0) {
             runner_badarg = 1;
         } else if ((buf = malloc((size_t)n_signed ? (size_t)n_signed : 1)) == NULL) {
@@ -341,7 +411,7 @@ static int run_case(const test_case *tc, char *why, size_t whylen)
             rc = fastsock_send(target, buf, datalen, offset, count, &ctl);
         else
             rc = fastsock_sendall(target, buf, datalen, offset, count, &ctl);
-    } else { /* sendfile */
+    } else { /* sendfile, sendfile_steps */
         const char *spec = get(tc, "file");
         size_t flen = strcmp(spec, "empty") ? (size_t)strtoull(strchr(spec, ':') + 1, NULL, 10) : 0;
         buf = malloc(flen ? flen : 1);
@@ -359,11 +429,19 @@ static int run_case(const test_case *tc, char *why, size_t whylen)
             if (file < 0 || write(file, buf, flen) != (ssize_t)flen || lseek(file, 0, SEEK_SET) != 0)
                 FAIL("temporary file: %s", strerror(errno));
         }
-        rc = fastsock_sendfile(target, file, (int64_t)offset, count, &ctl);
+        if (!steps) {
+            rc = fastsock_sendfile(target, file, (int64_t)offset, count, &ctl);
+        } else if ((rc = fastsock_xfer_sendfile_init(&x, target, file, (int64_t)offset, count)) == 0) {
+            x.budget = budget;
+            rc = drive_steps(&x, ctl.timeout_ms, &seen);
+            ctl.moved = x.done;
+        }
         if (file != pipe_fds[0] && lseek(file, 0, SEEK_CUR) != 0)
             FAIL("the core moved the file's position");
     }
 
+    if (steps) /* the checks below read the socket as a blocking caller */
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     const char *kind = runner_badarg ? "badarg" : runner_nomem ? "nomem" : kind_of(rc);
     if (!kind_matches(expect, kind))
         FAIL("expected %s, got %s (%zd: %s)", expect, kind, rc, fastsock_strerror(rc));
@@ -388,14 +466,20 @@ static int run_case(const test_case *tc, char *why, size_t whylen)
         FAIL("%lu recv calls, expected at most %" PRId64, fastsock_recvall_cycles(),
              get_int(tc, "cycles_max", 0));
 
+    if (steps && budget && seen.largest > budget)
+        FAIL("a step moved %zu bytes, beyond the budget of %zu", seen.largest, budget);
+    if (steps && get(tc, "steps_min") && seen.moving < (unsigned)get_int(tc, "steps_min", 0))
+        FAIL("%u steps moved data, expected at least %" PRId64, seen.moving, get_int(tc, "steps_min", 0));
+
     int refused = !strcmp(expect, "badarg") || !strcmp(expect, "badsock") || !strcmp(expect, "nomem");
     if (is_recv && buf) {
-        size_t at = !strcmp(op, "recvall") ? 0 : offset;
+        int fresh = !strcmp(op, "recvall") || !strcmp(op, "recv_steps");
+        size_t at = fresh ? 0 : offset;
         want = malloc(moved ? moved : 1);
         fastsock_test_fill(unit, req_value(tc, "off"), want, moved);
         if (memcmp(buf + at, want, moved))
             FAIL("received bytes differ from the stream");
-        if (strcmp(op, "recvall") && !refused)
+        if (!fresh && !refused)
             for (size_t i = 0; i < bufsize; i++)
                 if ((i < at || i >= at + moved) && buf[i] != SENTINEL)
                     FAIL("byte %zu outside [%zu, %zu) was written", i, at, at + moved);
@@ -417,6 +501,7 @@ static int run_case(const test_case *tc, char *why, size_t whylen)
     }
     ok = 1;
 done:
+    fastsock_xfer_release(&x);
     if (writer_started) {
         close(pipe_fds[0]);
         pthread_join(writer, NULL);
