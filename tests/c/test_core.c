@@ -8,11 +8,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -291,6 +293,167 @@ static void test_not_a_socket(void)
     fclose(f);
 }
 
+/* ---- progressive transfers ------------------------------------------------- */
+
+/* Steps until the transfer ends, polling as a loop would; the largest step. */
+static size_t drive(fastsock_xfer *x)
+{
+    size_t largest = 0;
+    while (x->want) {
+        struct pollfd p = { x->fd, (short)(x->want == FASTSOCK_WANT_READ ? POLLIN : POLLOUT), 0 };
+        if (poll(&p, 1, 10000) <= 0)
+            break;
+        fastsock_result rc = fastsock_xfer_step(x);
+        if (rc < 0)
+            break;
+        if ((size_t)rc > largest)
+            largest = (size_t)rc;
+    }
+    return largest;
+}
+
+static void test_xfer_recv_budget_and_fresh(void)
+{
+    int sv[2];
+    pair(sv);
+    size_t len = 6u << 20;
+    writer w = { sv[1], len, 1u << 20, 0 };
+    pthread_t t;
+    pthread_create(&t, NULL, write_pattern, &w);
+    /* A mapping of its own, never touched: what FRESH is for. */
+    unsigned char *buf = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    fastsock_xfer x;
+    CHECK(fastsock_xfer_recv_init(&x, sv[0], buf, len, 0, len) == 0);
+    CHECK(x.want == FASTSOCK_WANT_READ);
+    x.budget = 256u << 10;
+    x.flags = FASTSOCK_XFER_FRESH;
+    size_t largest = drive(&x);
+    pthread_join(t, NULL);
+    CHECK(x.want == 0 && x.error == 0 && x.done == len);
+    CHECK(largest <= x.budget && largest > 0);
+    CHECK(x.cycles >= len / x.budget);
+    int same = 1;
+    for (size_t i = 0; i < len; i++)
+        same &= buf[i] == pattern(i);
+    CHECK(same);
+    /* After the end a step moves nothing. */
+    CHECK(fastsock_xfer_step(&x) == 0 && x.done == len);
+    fastsock_xfer_release(&x);
+    munmap(buf, len);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+/* A step never waits, on a blocking socket too; it ends at EAGAIN. */
+static void test_xfer_never_waits(void)
+{
+    int sv[2];
+    pair(sv);
+    char buf[64];
+    fastsock_xfer x;
+    CHECK(fastsock_xfer_recv_init(&x, sv[0], buf, sizeof buf, 0, sizeof buf) == 0);
+    CHECK(fastsock_xfer_step(&x) == 0 && x.want == FASTSOCK_WANT_READ && x.cycles == 1);
+    CHECK(write(sv[1], "abc", 3) == 3);
+    CHECK(fastsock_xfer_step(&x) == 3 && x.done == 3);
+    /* The peer ends the stream: FASTSOCK_EOF, the 3 bytes counted. */
+    close(sv[1]);
+    CHECK(fastsock_xfer_step(&x) == FASTSOCK_EOF);
+    CHECK(x.want == 0 && x.error == FASTSOCK_EOF && x.done == 3);
+    CHECK(fastsock_xfer_step(&x) == FASTSOCK_EOF);
+
+    /* Sends into a peer that never reads: what fits, then the step returns. */
+    pair(sv);
+    size_t len = 32u << 20;
+    char *data = calloc(1, len);
+    CHECK(fastsock_xfer_send_init(&x, sv[0], data, len, 0, FASTSOCK_ALL) == 0);
+    x.budget = len;
+    fastsock_result sent = fastsock_xfer_step(&x);
+    CHECK(sent > 0 && (size_t)sent < len && x.want == FASTSOCK_WANT_WRITE);
+    CHECK(!(fcntl(sv[0], F_GETFL) & O_NONBLOCK));
+    /* A gone peer: -EPIPE, and no SIGPIPE reaches the process. */
+    close(sv[1]);
+    fastsock_result rc = fastsock_xfer_step(&x);
+    CHECK(rc == -EPIPE || rc == -ECONNRESET);
+    CHECK(x.want == 0 && x.done == (size_t)sent);
+    free(data);
+    close(sv[0]);
+}
+
+static void test_xfer_sendfile(void)
+{
+    char path[] = "/tmp/fastsock-test-xfer-XXXXXX";
+    int file = mkstemp(path);
+    unlink(path);
+    size_t len = 3u << 20;
+    unsigned char *data = malloc(len);
+    for (size_t i = 0; i < len; i++)
+        data[i] = pattern(i);
+    CHECK(write(file, data, len) == (ssize_t)len);
+    int sv[2];
+    pair(sv);
+    fastsock_xfer x;
+    /* Past the end clamps, as fastsock_sendfile does. */
+    CHECK(fastsock_xfer_sendfile_init(&x, sv[0], file, 100, len) == 0);
+    CHECK(x.count == len - 100 && x.want == FASTSOCK_WANT_WRITE);
+    x.budget = 128u << 10;
+    unsigned char *got = malloc(len);
+    size_t have = 0;
+    while (x.want) {
+        fastsock_result rc = fastsock_xfer_step(&x);
+        CHECK(rc >= 0 && (size_t)rc <= x.budget);
+        if (rc < 0)
+            break;
+        /* The socket is blocking: the step made it non-blocking for its
+         * sendfile calls only. */
+        CHECK(!(fcntl(sv[0], F_GETFL) & O_NONBLOCK));
+        ssize_t r;
+        while ((r = recv(sv[1], got + have, len - have, MSG_DONTWAIT)) > 0)
+            have += (size_t)r;
+    }
+    ssize_t r;
+    while (have < x.count && (r = recv(sv[1], got + have, len - have, 0)) > 0)
+        have += (size_t)r;
+    CHECK(x.error == 0 && x.done == len - 100 && have == len - 100);
+    CHECK(memcmp(got, data + 100, have) == 0);
+    CHECK(lseek(file, 0, SEEK_CUR) == (off_t)len); /* position left alone */
+    fastsock_xfer_release(&x);
+    fastsock_xfer_release(&x);
+
+    int pipes[2];
+    CHECK(pipe(pipes) == 0);
+    CHECK(fastsock_xfer_sendfile_init(&x, sv[0], pipes[0], 0, 10) == -ESPIPE && x.want == 0);
+    CHECK(fastsock_xfer_sendfile_init(&x, pipes[1], file, 0, 10) == -ENOTSOCK);
+    CHECK(fastsock_xfer_sendfile_init(&x, sv[0], file, -1, 10) == FASTSOCK_EOFFSET);
+    CHECK(fastsock_xfer_sendfile_init(&x, sv[0], file, (int64_t)len, FASTSOCK_ALL) == 0 && x.want == 0);
+    char small[8];
+    CHECK(fastsock_xfer_recv_init(&x, sv[0], small, 8, 9, 0) == FASTSOCK_EOFFSET && x.want == 0);
+    CHECK(fastsock_xfer_send_init(&x, sv[0], small, 8, 4, 5) == FASTSOCK_ECOUNT && x.want == 0);
+    CHECK(fastsock_xfer_step(&x) == FASTSOCK_ECOUNT);
+    close(pipes[0]);
+    close(pipes[1]);
+    close(sv[0]);
+    close(sv[1]);
+    close(file);
+    free(data);
+    free(got);
+}
+
+static void test_classify_and_deadlines(void)
+{
+    CHECK(fastsock_classify(5) == FASTSOCK_KIND_OK);
+    CHECK(fastsock_classify(FASTSOCK_EOF) == FASTSOCK_KIND_CLOSED);
+    CHECK(fastsock_classify(FASTSOCK_ECOUNT) == FASTSOCK_KIND_RANGE);
+    CHECK(fastsock_classify(-ETIMEDOUT) == FASTSOCK_KIND_TIMEOUT);
+    CHECK(fastsock_classify(-EAGAIN) == FASTSOCK_KIND_WOULDBLOCK);
+    CHECK(fastsock_classify(-EPIPE) == FASTSOCK_KIND_PEER_GONE);
+    CHECK(fastsock_classify(-ENOTSOCK) == FASTSOCK_KIND_BADSOCK);
+    CHECK(fastsock_classify(-EIO) == FASTSOCK_KIND_OTHER);
+    CHECK(fastsock_deadline(-1) == -1 && fastsock_remaining_ms(-1) == -1);
+    int64_t d = fastsock_deadline(10000);
+    CHECK(fastsock_remaining_ms(d) > 9000 && fastsock_remaining_ms(d) <= 10000);
+    CHECK(fastsock_remaining_ms(fastsock_deadline(0)) == 0);
+}
+
 int main(void)
 {
     test_ranges();
@@ -301,6 +464,10 @@ int main(void)
     test_sendfile_pipe_and_bounds();
     test_send_full_socket();
     test_not_a_socket();
+    test_xfer_recv_budget_and_fresh();
+    test_xfer_never_waits();
+    test_xfer_sendfile();
+    test_classify_and_deadlines();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
