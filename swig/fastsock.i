@@ -21,7 +21,26 @@
  */
 %{
 #include "fastsock.h"
+
+/* The one version (the top-level VERSION file), which every build passes. */
+#ifndef FASTSOCK_VERSION
+#error "compile with -DFASTSOCK_VERSION=\"X.Y.Z\", read from the top-level VERSION file"
+#endif
 %}
+
+/* The version at run time: Python fastsock._fastsock.VERSION (the package's
+ * __version__), Ruby Fastsock::Native::VERSION (Fastsock::VERSION), Lua
+ * fastsock._VERSION in LuaSocket's form. SWIG refuses a constant named
+ * _VERSION in Lua (it shadows the global), so Lua's is set at init, where the
+ * module table is on top of the stack. */
+#ifdef SWIGLUA
+%init %{
+  lua_pushliteral(L, "fastsock " FASTSOCK_VERSION);
+  lua_setfield(L, -2, "_VERSION");
+%}
+#else
+%constant const char *VERSION = FASTSOCK_VERSION;
+#endif
 
 %rename(recvall_into) fastsock_recvall;
 %rename(recv_into) fastsock_recv;
