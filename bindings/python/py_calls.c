@@ -1,0 +1,209 @@
+/*
+ * The transfers written by hand: recvall, whose result is a bytes object
+ * allocated at its final size and filled in place, and recv_into and send,
+ * which event loops call once per message, as METH_FASTCALL functions with
+ * a def's keywords and documentation (a def in front of SWIG's wrapper was a
+ * fifth of a 64-byte recv_into's cost: bench/README.md). The rest of the
+ * module is SWIG's wrappers over swig/fastsock.i, with the typemaps of
+ * swig/python.i.
+ */
+#include "fastsock_py.h"
+
+#include <errno.h>
+#include <stddef.h>
+
+/* recvall: one bytes object at the final size, filled in place by the core
+ * without the GIL; on failure shrunk (no copy) to what arrived. */
+PyObject *fastsock_py_recvall(int fd, PyObject *n_obj, fastsock_ctl *ctl)
+{
+    /* The RECVALL_CTL typemap hands over the ctl inside the call record. */
+    fastsock_py_call *call = (fastsock_py_call *)((char *)ctl - offsetof(fastsock_py_call, ctl));
+    PyObject *num = PyNumber_Index(n_obj);
+    if (num == NULL)
+        return NULL;
+    int sign = _PyLong_Sign(num);
+    Py_ssize_t n = PyLong_AsSsize_t(num);
+    Py_DECREF(num);
+    if (sign < 0) {
+        PyErr_SetString(PyExc_ValueError, "recvall() argument 'n' must not be negative");
+        return NULL;
+    }
+    if (n == -1 && PyErr_Occurred()) {
+        /* More than any allocation can hold: the same MemoryError as a size
+         * that fits but cannot be allocated. */
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_MemoryError, "recvall() cannot allocate %R bytes", n_obj);
+        }
+        return NULL;
+    }
+    PyObject *bytes = PyBytes_FromStringAndSize(NULL, n); /* not zero-filled */
+    if (bytes == NULL)
+        return NULL;
+    call->len = call->count = (size_t)n;
+    fastsock_result rc;
+    Py_BEGIN_ALLOW_THREADS
+    /* Huge pages and pre-faulting: a fresh 256 MiB result otherwise fills at
+     * a fifth of a hot buffer's speed (bench/README.md). */
+    fastsock_advise_fresh(PyBytes_AS_STRING(bytes), (size_t)n);
+    rc = fastsock_recvall(fd, PyBytes_AS_STRING(bytes), (size_t)n, 0, (size_t)n, ctl);
+    Py_END_ALLOW_THREADS
+    if (rc >= 0)
+        return bytes;
+    /* A signal handler's exception may be pending: resize with it set aside.
+     * Shrinking reallocates in place (mremap for large sizes): no copy. */
+    int resized;
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *pending = PyErr_GetRaisedException();
+    resized = _PyBytes_Resize(&bytes, (Py_ssize_t)ctl->moved);
+    if (resized < 0)
+        Py_XDECREF(pending);
+    else
+        PyErr_SetRaisedException(pending);
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    resized = _PyBytes_Resize(&bytes, (Py_ssize_t)ctl->moved);
+    if (resized < 0) {
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+    } else {
+        PyErr_Restore(type, value, tb);
+    }
+#endif
+    if (resized < 0)
+        return NULL; /* bytes is gone and MemoryError set */
+    fastsock_py_raise(rc, call, "recvall", bytes);
+    Py_DECREF(bytes);
+    return NULL;
+}
+
+/* ---- recv_into and send: C functions with keywords ---------------------- */
+
+static fastsock_py_params fastsock_py_recv_into_params = {
+    "recv_into", 4, 2, 1, { "sock", "buffer", "nbytes", "flags", "offset" }, { NULL }
+};
+static fastsock_py_params fastsock_py_send_params = {
+    "send", 4, 2, 0, { "sock", "data", "offset", "count" }, { NULL }
+};
+
+static PyObject *fastsock_py_recv_into(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                       PyObject *kwnames)
+{
+    (void)self;
+    const char *fn = "recv_into";
+    PyObject *arg[FASTSOCK_PY_MAX_PARAMS]; /* sock, buffer, nbytes, flags, offset */
+    if (fastsock_py_parse(&fastsock_py_recv_into_params, args, nargs, kwnames, arg) < 0)
+        return NULL;
+    /* nbytes 0 is the rest of the buffer, as for socket.recv_into; so is any
+     * false value, which the package's `nbytes or None` let through. */
+    if (arg[2] != NULL) {
+        int given = PyObject_IsTrue(arg[2]);
+        if (given < 0)
+            return NULL;
+        if (!given)
+            arg[2] = NULL;
+    }
+    fastsock_py_call call = FASTSOCK_PY_CALL_INIT;
+    Py_buffer view = { 0 };
+    PyObject *result = NULL;
+    int fd, flags = 0;
+    if (fastsock_py_range(arg[0], arg[1], 1, arg[4], arg[2], fn, &fd, &view, &call) == 0 &&
+        (arg[3] == NULL || fastsock_py_flags(arg[3], &flags) == 0) &&
+        fastsock_py_ctl(Py_Ellipsis, &call, fn) == 0) {
+        fastsock_result rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = fastsock_recv(fd, view.buf, (size_t)view.len, call.offset, call.count, flags, &call.ctl);
+        Py_END_ALLOW_THREADS
+        result = fastsock_py_result(rc, &call, fn);
+    }
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyObject *fastsock_py_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames)
+{
+    (void)self;
+    const char *fn = "send";
+    PyObject *arg[FASTSOCK_PY_MAX_PARAMS]; /* sock, data, offset, count */
+    if (fastsock_py_parse(&fastsock_py_send_params, args, nargs, kwnames, arg) < 0)
+        return NULL;
+    fastsock_py_call call = FASTSOCK_PY_CALL_INIT;
+    Py_buffer view = { 0 };
+    PyObject *result = NULL;
+    int fd;
+    if (fastsock_py_range(arg[0], arg[1], 0, arg[2], arg[3], fn, &fd, &view, &call) == 0 &&
+        fastsock_py_ctl(Py_Ellipsis, &call, fn) == 0) {
+        fastsock_result rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = fastsock_send(fd, view.buf, (size_t)view.len, call.offset, call.count, &call.ctl);
+        Py_END_ALLOW_THREADS
+        result = fastsock_py_result(rc, &call, fn);
+    }
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* The documentation the package's defs had; the first line is the
+ * signature inspect and help() show. */
+static PyMethodDef fastsock_py_methods[] = {
+    { "recv_into", (PyCFunction)(void (*)(void))fastsock_py_recv_into, METH_FASTCALL | METH_KEYWORDS,
+      "recv_into($module, /, sock, buffer, nbytes=0, flags=0, *, offset=0)\n--\n\n"
+      "Receive up to nbytes into buffer at offset, in one receive; return the count.\n"
+      "\n"
+      "The same as ``sock.recv_into(buffer, nbytes, flags)`` plus offset: it\n"
+      "waits (within the socket's timeout) until something arrives, returns 0\n"
+      "at the end of the stream, and nbytes 0 means the rest of the buffer.\n"
+      "On a non-blocking socket it never waits and raises BlockingIOError when\n"
+      "nothing is there, for the selectors pattern without slicing:\n"
+      "``got = recv_into(sock, buf, n - off, offset=off)``.\n"
+      "\n"
+      "Raises:\n"
+      "    TimeoutError: nothing arrived within the socket's timeout.\n"
+      "    BlockingIOError: non-blocking socket, nothing to read.\n"
+      "    OSError: as ``socket.recv_into`` raises it.\n"
+      "    ValueError: nbytes is negative or greater than the buffer after\n"
+      "        offset (\"buffer too small for requested bytes\", as socket says).\n"
+      "    TypeError: buffer is read-only or not a contiguous buffer." },
+    { "send", (PyCFunction)(void (*)(void))fastsock_py_send, METH_FASTCALL | METH_KEYWORDS,
+      "send($module, /, sock, data, offset=0, count=None)\n--\n\n"
+      "Send what one system call takes of data[offset:offset + count]; return that count.\n"
+      "\n"
+      "data is any buffer (bytes, bytearray, memoryview, array, mmap ...); the\n"
+      "range is sent from where it lies, without slicing. count None means to\n"
+      "the end. Like ``sock.send``, it waits (within the socket's timeout) until\n"
+      "the socket is writable; on a non-blocking socket it raises\n"
+      "BlockingIOError instead of waiting. A peer that is gone is an OSError\n"
+      "(BrokenPipeError, ConnectionResetError), never a SIGPIPE.\n"
+      "\n"
+      "Raises:\n"
+      "    TimeoutError, BlockingIOError, OSError: as ``socket.send`` raises\n"
+      "        them, with ``.nbytes`` (0).\n"
+      "    ValueError: a negative offset or count, or a range beyond data." },
+    { NULL, NULL, 0, NULL }
+};
+
+int fastsock_py_init(PyObject *m)
+{
+    if (fastsock_py_args_init() < 0 || fastsock_py_errors_init() < 0 ||
+        fastsock_py_intern_params(&fastsock_py_recv_into_params) < 0 ||
+        fastsock_py_intern_params(&fastsock_py_send_params) < 0)
+        return -1;
+    /* __module__ "fastsock", where users find them: pickle and help() look
+     * them up there. */
+    PyObject *package = PyUnicode_InternFromString("fastsock");
+    if (package == NULL)
+        return -1;
+    for (PyMethodDef *def = fastsock_py_methods; def->ml_name != NULL; def++) {
+        PyObject *func = PyCFunction_NewEx(def, m, package);
+        if (func == NULL || PyModule_AddObject(m, def->ml_name, func) < 0) {
+            Py_XDECREF(func);
+            Py_DECREF(package);
+            return -1;
+        }
+    }
+    Py_DECREF(package);
+    return 0;
+}
