@@ -3,7 +3,7 @@
  *
  * recvall_cycles comes from the language-neutral interface as it stands. The
  * transfers and the buffer type are hand-written lua_CFunctions
- * (bindings/lua/fastsock_lua.c) registered with %native, because SWIG 4.1's
+ * (bindings/lua/*.c, listed in fastsock_lua.h) registered with %native, because SWIG 4.1's
  * Lua module can't express them: it refuses multi-input typemaps
  * ("numinputs > 1 not supported by this target language module"), while a
  * LuaSocket send needs data, i and j together to clamp like string.sub and to

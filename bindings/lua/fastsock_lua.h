@@ -1,14 +1,27 @@
 /*
- * The Lua module's hand-written functions, registered by swig/lua.i with
- * %native. They take LuaSocket objects, io handles and fastsock.buffer
- * userdata, which SWIG's pointer conversion must never see, and they return
+ * The Lua module's hand-written C, registered by swig/lua.i with %native.
+ * The functions take LuaSocket objects, io handles and fastsock.buffer
+ * userdata, which SWIG's pointer conversion must never see; they return
  * LuaSocket's `nil, err, partial` triples, which SWIG's Lua typemaps can't
  * build (one input per typemap, one result).
+ *
+ * Where things live:
+ *   lua_args.c       socket, data, file, index, count and timeout arguments
+ *   lua_errors.c     results: `nil, err, partial`, range errors named by argument
+ *   lua_buffer.c     fastsock.buffer, and pinning it while a transfer uses it
+ *   lua_calls.c      recvall, recvall_into, recv_into, send, sendall, sendfile
  */
 #ifndef FASTSOCK_LUA_H
 #define FASTSOCK_LUA_H
 
+#include "fastsock.h"
+
 #include <lua.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* ---- the module's functions (registered by swig/lua.i) -------------------- */
 
 int fastsock_lua_recvall(lua_State *L);
 int fastsock_lua_recvall_into(lua_State *L);
@@ -18,7 +31,97 @@ int fastsock_lua_sendall(lua_State *L);
 int fastsock_lua_sendfile(lua_State *L);
 int fastsock_lua_buffer(lua_State *L);
 
-/* Creates the buffer metatable; called once from luaopen_fastsock. */
+/* Creates the metatables; called once from luaopen_fastsock. */
 void fastsock_lua_open(lua_State *L);
+
+/* ---- lua_buffer.c ----------------------------------------------------------- */
+
+#define FASTSOCK_LUA_BUFFER_MT "fastsock.buffer"
+
+/* BUFFER_HEAP: recvall's scratch only, never a user's buffer (its bytes are
+ * not zeroed). */
+enum fastsock_lua_buffer_kind { BUFFER_INLINE, BUFFER_MAPPED, BUFFER_HEAP };
+
+typedef struct fastsock_lua_buf {
+    unsigned char *data; /* NULL once released: nothing can free it twice */
+    size_t len;
+    enum fastsock_lua_buffer_kind kind;
+    unsigned pins;       /* transfers using it: it refuses to close */
+} fastsock_lua_buf;
+
+/* Pushes a new zeroed buffer; NULL (errno set) when the memory isn't there.
+ * account: tell the collector about a mapping's size. */
+fastsock_lua_buf *fastsock_lua_buffer_push(lua_State *L, size_t len, int account);
+/* Pushes recvall's scratch: malloc'd (not zeroed) below 32 MiB, else a
+ * mapping; freed by the userdata's __gc if an error comes first. NULL (errno
+ * set) when the memory isn't there. *fresh: never touched (a mapping). */
+fastsock_lua_buf *fastsock_lua_scratch_push(lua_State *L, size_t len, int *fresh);
+void fastsock_lua_buffer_release(fastsock_lua_buf *b);
+/* The buffer at idx, open; an argument error otherwise. */
+fastsock_lua_buf *fastsock_lua_check_buffer(lua_State *L, int idx);
+/* NULL when idx is no buffer; an argument error when it is a closed one. */
+fastsock_lua_buf *fastsock_lua_test_buffer(lua_State *L, int idx);
+
+/* ---- lua_args.c --------------------------------------------------------------- */
+
+/* The fd behind a socket argument; see the function for what it takes.
+ * verify: fstat that it is an open socket (the single-shot calls leave that
+ * to their one system call). */
+int fastsock_lua_check_sock(lua_State *L, int idx, int receiving, int verify);
+/* An argument error unless fd is an open socket. */
+void fastsock_lua_verify_sock(lua_State *L, int idx, int fd);
+/* After a call on an unverified fd: check_sock's argument errors for EBADF
+ * and ENOTSOCK. */
+void fastsock_lua_raise_if_not_socket(lua_State *L, int idx, fastsock_result rc);
+/* Bytes to send: a string (or number) or a buffer. */
+const char *fastsock_lua_check_data(lua_State *L, int idx, size_t *len);
+/* A count: absent or nil is FASTSOCK_ALL. */
+size_t fastsock_lua_opt_count(lua_State *L, int idx);
+/* A 1-based start index into a buffer being written, as a 0-based offset. */
+size_t fastsock_lua_opt_start(lua_State *L, int idx);
+/* Seconds -> ms: nil or negative -1 (no limit), 0 only if zero_allowed. */
+int64_t fastsock_lua_check_timeout(lua_State *L, int idx, int zero_allowed);
+/* string.sub's reading of a start and an end position. */
+size_t fastsock_lua_start_pos(lua_Integer pos, size_t len);
+size_t fastsock_lua_end_pos(lua_Integer pos, size_t len);
+/* LuaSocket's send range (buffer_meth_send): i, j at idx, idx + 1, clamped
+ * to len. Returns 0 when empty (*start is then what send answers + 1). */
+int fastsock_lua_send_range(lua_State *L, int idx, size_t len, lua_Integer *start,
+                            size_t *offset, size_t *count);
+/* Nonzero when stdio holds read-ahead of f that a transfer on its fd would skip. */
+int fastsock_lua_stdio_has_readahead(FILE *f);
+
+/* A file argument of sendfile and sender: an io handle, an fd or a path. */
+typedef struct fastsock_lua_file {
+    int fd;
+    FILE *stream;     /* an io handle's, else NULL */
+    const char *path; /* a path's, opened into fd by fastsock_lua_file_open */
+    int seekable;
+} fastsock_lua_file;
+/* Reads the argument (raising on a wrong one) and flushes a handle. Returns
+ * 0, or a negative errno from the flush. */
+int fastsock_lua_check_file(lua_State *L, int idx, fastsock_lua_file *f);
+/* Opens a path argument; 0 or -errno. */
+int fastsock_lua_file_open(fastsock_lua_file *f);
+/* Leaves a seekable file's position at pos; closes what file_open opened. */
+void fastsock_lua_file_done(fastsock_lua_file *f, int64_t pos);
+
+/* ---- lua_errors.c ------------------------------------------------------------- */
+
+/* "closed", "timeout" or the system's message. */
+const char *fastsock_lua_error_message(fastsock_result rc);
+/* Pushes nil, message, partial; returns 3. */
+int fastsock_lua_fail(lua_State *L, fastsock_result rc, lua_Integer partial);
+/* With the partial result on the top of the stack: nil, message, partial. */
+int fastsock_lua_fail_with_top(lua_State *L, fastsock_result rc);
+/* The core's range codes as argument errors naming the argument at fault. */
+void fastsock_lua_check_range(lua_State *L, fastsock_result rc, int start_arg, int count_arg);
+/* "fastsock.NAME: cannot allocate N bytes (why)". */
+int fastsock_lua_nomem(lua_State *L, const char *fn, lua_Integer n, int err);
+
+/* ---- lua_calls.c -------------------------------------------------------------- */
+
+/* Pushes a copy of p[0, n) as a string, with huge-page advice for large ones. */
+void fastsock_lua_push_bytes(lua_State *L, const char *p, size_t n);
 
 #endif

@@ -1,0 +1,223 @@
+/*
+ * The transfers: recvall, recvall_into, recv_into, send, sendall, sendfile.
+ * Each reads its arguments (lua_args.c), runs the core's call, and answers
+ * in LuaSocket's conventions (lua_errors.c): sends return the index of the
+ * last byte sent, failures nil, message, partial.
+ */
+#include "fastsock_lua.h"
+
+#include <lauxlib.h>
+
+#include <errno.h>
+#include <string.h>
+
+#define HUGE_PAGE ((size_t)2 * 1024 * 1024)
+
+typedef struct call {
+    fastsock_ctl ctl;
+    lua_State *L;
+    lua_Hook hook;
+    int hookmask;
+} call;
+
+/* lua.c answers Ctrl-C by installing a hook from its signal handler, to raise
+ * "interrupted!" at the next instruction. A hook that changed during the
+ * transfer means the interpreter wants control back: stop with the partial
+ * result. Anything else resumes. */
+static int on_interrupt(void *arg)
+{
+    call *c = arg;
+    if (lua_gethook(c->L) != c->hook || lua_gethookmask(c->L) != c->hookmask)
+        return -EINTR;
+    return 0;
+}
+
+static void call_init(call *c, lua_State *L, int64_t timeout_ms)
+{
+    fastsock_ctl init = FASTSOCK_CTL_INIT;
+    c->ctl = init;
+    c->ctl.timeout_ms = timeout_ms;
+    c->ctl.on_interrupt = on_interrupt;
+    c->ctl.interrupt_arg = c;
+    c->L = L;
+    c->hook = lua_gethook(L);
+    c->hookmask = lua_gethookmask(L);
+}
+
+/* Lua's own allocator, wrapped for one lua_pushlstring: the new block that
+ * will hold a large result is given fastsock_advise_fresh (huge pages,
+ * faulted in at once) before the copy into it, which otherwise runs at the
+ * speed of one page fault per 4 KiB. */
+typedef struct advising_alloc {
+    lua_Alloc f;
+    void *ud;
+    size_t at_least;
+} advising_alloc;
+
+static void *advising_alloc_fn(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    advising_alloc *a = ud;
+    void *p = a->f(a->ud, ptr, osize, nsize);
+    if (p != NULL && ptr == NULL && nsize >= a->at_least)
+        fastsock_advise_fresh(p, nsize);
+    return p;
+}
+
+static int push_bytes_unprotected(lua_State *L)
+{
+    lua_pushlstring(L, lua_touserdata(L, 1), (size_t)lua_tointeger(L, 2));
+    return 1;
+}
+
+/* The allocator is swapped only for this copy and put back before any error
+ * propagates (hence the pcall). */
+void fastsock_lua_push_bytes(lua_State *L, const char *p, size_t n)
+{
+    if (n < HUGE_PAGE) {
+        lua_pushlstring(L, p, n);
+        return;
+    }
+    void *ud;
+    lua_Alloc f = lua_getallocf(L, &ud);
+    advising_alloc a = { f, ud, n };
+    lua_pushcfunction(L, push_bytes_unprotected);
+    lua_pushlightuserdata(L, (void *)p);
+    lua_pushinteger(L, (lua_Integer)n);
+    lua_setallocf(L, advising_alloc_fn, &a);
+    int rc = lua_pcall(L, 2, 1, 0);
+    lua_setallocf(L, f, ud);
+    if (rc != LUA_OK)
+        lua_error(L);
+}
+
+/* recvall(sock, n [, timeout]) -> data | nil, err, partial */
+int fastsock_lua_recvall(lua_State *L)
+{
+    int fd = fastsock_lua_check_sock(L, 1, 1, 1);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, n >= 0, 2, "negative size");
+    call c;
+    call_init(&c, L, fastsock_lua_check_timeout(L, 3, 0));
+    /* Lua 5.4 can't hand out a string to be filled, so the bytes land in a
+     * scratch buffer and are copied once into the result (the contract's
+     * one unavoidable copy); the scratch goes at once, not at the next GC. */
+    int fresh;
+    fastsock_lua_buf *scratch = fastsock_lua_scratch_push(L, (size_t)n, &fresh);
+    if (scratch == NULL)
+        return fastsock_lua_nomem(L, "recvall", n, errno);
+    /* Memory malloc recycled: a walk over present pages. Fresh memory: huge
+     * pages, faulted in at once. */
+    fastsock_advise_fresh(scratch->data, (size_t)n);
+    fastsock_result rc = fastsock_recvall(fd, scratch->data, (size_t)n, 0, (size_t)n, &c.ctl);
+    fastsock_lua_push_bytes(L, (const char *)scratch->data, c.ctl.moved);
+    fastsock_lua_buffer_release(scratch);
+    if (rc >= 0)
+        return 1;
+    return fastsock_lua_fail_with_top(L, rc);
+}
+
+/* recvall_into(sock, buf, n [, i [, timeout]]) -> n | nil, err, count */
+int fastsock_lua_recvall_into(lua_State *L)
+{
+    int fd = fastsock_lua_check_sock(L, 1, 1, 1);
+    fastsock_lua_buf *b = fastsock_lua_check_buffer(L, 2);
+    size_t count = fastsock_lua_opt_count(L, 3);
+    size_t offset = fastsock_lua_opt_start(L, 4);
+    call c;
+    call_init(&c, L, fastsock_lua_check_timeout(L, 5, 0));
+    fastsock_result rc = fastsock_recvall(fd, b->data, b->len, offset, count, &c.ctl);
+    fastsock_lua_check_range(L, rc, 4, 3);
+    if (rc >= 0) {
+        lua_pushinteger(L, rc);
+        return 1;
+    }
+    return fastsock_lua_fail(L, rc, (lua_Integer)c.ctl.moved);
+}
+
+/* recv_into(sock, buf [, n [, i [, timeout]]]) -> count | nil, err, 0 */
+int fastsock_lua_recv_into(lua_State *L)
+{
+    int fd = fastsock_lua_check_sock(L, 1, 1, 0);
+    fastsock_lua_buf *b = fastsock_lua_check_buffer(L, 2);
+    size_t count = fastsock_lua_opt_count(L, 3);
+    size_t offset = fastsock_lua_opt_start(L, 4);
+    call c;
+    call_init(&c, L, fastsock_lua_check_timeout(L, 5, 1));
+    fastsock_result rc = fastsock_recv(fd, b->data, b->len, offset, count, 0, &c.ctl);
+    fastsock_lua_check_range(L, rc, 4, 3);
+    fastsock_lua_raise_if_not_socket(L, 1, rc);
+    /* rc >= 0 means the range held, so len - offset is the count "all" meant. */
+    size_t asked = count == FASTSOCK_ALL ? b->len - offset : count;
+    if (rc > 0 || (rc == 0 && asked == 0)) {
+        lua_pushinteger(L, rc);
+        return 1;
+    }
+    return fastsock_lua_fail(L, rc == 0 ? FASTSOCK_EOF : rc, (lua_Integer)c.ctl.moved);
+}
+
+/* send / sendall(sock, data [, i [, j [, timeout]]]) -> last | nil, err, last */
+static int send_common(lua_State *L, int all)
+{
+    int fd = fastsock_lua_check_sock(L, 1, 0, all);
+    size_t len;
+    const char *data = fastsock_lua_check_data(L, 2, &len);
+    lua_Integer start;
+    size_t offset, count;
+    int nonempty = fastsock_lua_send_range(L, 3, len, &start, &offset, &count);
+    call c;
+    call_init(&c, L, fastsock_lua_check_timeout(L, 5, !all));
+    if (!nonempty) {
+        if (!all)
+            fastsock_lua_verify_sock(L, 1, fd); /* no system call below to tell */
+        lua_pushinteger(L, start - 1);
+        return 1;
+    }
+    fastsock_result rc = all ? fastsock_sendall(fd, data, len, offset, count, &c.ctl)
+                             : fastsock_send(fd, data, len, offset, count, &c.ctl);
+    if (!all)
+        fastsock_lua_raise_if_not_socket(L, 1, rc);
+    if (rc >= 0) {
+        lua_pushinteger(L, start - 1 + rc);
+        return 1;
+    }
+    return fastsock_lua_fail(L, rc, start - 1 + (lua_Integer)c.ctl.moved);
+}
+
+int fastsock_lua_send(lua_State *L)
+{
+    return send_common(L, 0);
+}
+
+int fastsock_lua_sendall(lua_State *L)
+{
+    return send_common(L, 1);
+}
+
+/* sendfile(sock, file [, offset [, count [, timeout]]]) -> sent | nil, err, sent
+ * file: an io handle (flushed first), an fd, or a path. */
+int fastsock_lua_sendfile(lua_State *L)
+{
+    int sock = fastsock_lua_check_sock(L, 1, 0, 1);
+    lua_Integer offset = luaL_optinteger(L, 3, 0);
+    luaL_argcheck(L, offset >= 0, 3, "negative offset");
+    size_t count = fastsock_lua_opt_count(L, 4);
+    call c;
+    call_init(&c, L, fastsock_lua_check_timeout(L, 5, 0));
+    fastsock_lua_file f;
+    int frc = fastsock_lua_check_file(L, 2, &f);
+    if (frc < 0)
+        return fastsock_lua_fail(L, frc, 0);
+    if (fastsock_lua_file_open(&f) < 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", f.path, strerror(errno));
+        lua_pushinteger(L, 0);
+        return 3;
+    }
+    fastsock_result rc = fastsock_sendfile(sock, f.fd, (int64_t)offset, count, &c.ctl);
+    fastsock_lua_file_done(&f, (int64_t)offset + (int64_t)c.ctl.moved);
+    if (rc >= 0) {
+        lua_pushinteger(L, rc);
+        return 1;
+    }
+    return fastsock_lua_fail(L, rc, (lua_Integer)c.ctl.moved);
+}
