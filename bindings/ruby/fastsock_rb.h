@@ -1,0 +1,110 @@
+/*
+ * The Ruby extension's hand-written C (fastsock/native.so, module
+ * Fastsock::Native), called from the actions and typemaps of swig/ruby.i.
+ *
+ *   rb_args.c       arguments: socket and file objects, Strings, sizes, timeouts
+ *   rb_errors.c     a core result -> the Ruby exception, with nbytes/partial
+ *   rb_calls.c      the transfers: GVL released for the whole call, the
+ *                   target String locked, interrupts run between resumptions
+ *
+ * Internal names are fastsock_rb__*; what swig/ruby.i calls is fastsock_rb_*.
+ */
+#ifndef FASTSOCK_RB_H
+#define FASTSOCK_RB_H
+
+#include <ruby.h>
+
+#include "fastsock.h"
+
+/* ---- arguments (rb_args.c) ------------------------------------------------ */
+
+/* The IO behind a socket or file argument, or Qnil for an Integer fd.
+ * TypeError for anything else, and for an OpenSSL::SSL::SSLSocket. */
+VALUE fastsock_rb__io_of(VALUE v, const char *what);
+/* Its fd, after flushing what Ruby holds in the IO's write buffer. */
+int fastsock_rb__fd_of(VALUE v, const char *what);
+/* Bytes the IO (or Qnil) has read ahead and not yet handed out. */
+size_t fastsock_rb__buffered(VALUE io);
+/* Moves up to want of them into dst; returns how many. */
+size_t fastsock_rb__take_buffered(VALUE io, char *dst, size_t want);
+/* Errno::ENOTSOCK (or fstat's error) unless fd is a socket. */
+void fastsock_rb__require_socket(int fd, const char *op);
+/* A size, offset or count: >= 0; nil_is_all: nil is FASTSOCK_ALL. */
+size_t fastsock_rb__size(VALUE v, const char *what, int nil_is_all);
+/* recvall's n: NoMemoryError beyond what a String can hold. */
+size_t fastsock_rb__nbytes(VALUE v);
+/* A file offset (sendfile): an Integer >= 0. */
+int64_t fastsock_rb__file_offset(VALUE v);
+/* nil: -1 (no limit); 0: never wait; else milliseconds, rounded up. */
+int64_t fastsock_rb__timeout_ms(VALUE v);
+/* The (void *BUF, size_t LEN) and (const void *DATA, size_t LEN) typemaps:
+ * TypeError unless v is a String; writable: FrozenError when frozen. */
+void fastsock_rb__string_arg(VALUE v, const char *what, int writable, void **base, size_t *len);
+
+/* ---- one call ------------------------------------------------------------- */
+
+typedef enum {
+    FASTSOCK_RB_RECVALL,
+    FASTSOCK_RB_RECV,
+    FASTSOCK_RB_SEND,
+    FASTSOCK_RB_SENDALL,
+    FASTSOCK_RB_SENDFILE
+} fastsock_rb_op;
+
+typedef struct fastsock_rb_call {
+    fastsock_rb_op op;
+    const char *name;        /* "fastsock.recvall": prefixes every message */
+    const char *count_name;  /* what the caller calls the count: n or count */
+    int fd;
+    char *base;              /* the String's bytes, taken under the lock */
+    size_t len;
+    size_t offset, count;    /* what is still to move */
+    int file;                /* sendfile */
+    int64_t file_offset;
+    int file_seekable;
+    int flags;               /* recv(2) flags */
+    int64_t timeout_ms;      /* as given: < 0 none, 0 never wait */
+    int64_t deadline;        /* fastsock_deadline(timeout_ms) */
+    fastsock_ctl ctl;
+    fastsock_result rc;
+    size_t total;            /* moved over all resumptions, buffered bytes included */
+    int hook_stopped;
+    int advise_fresh;        /* recvall's own new String: fresh-memory advice first */
+} fastsock_rb_call;
+
+/* ---- errors (rb_errors.c) ------------------------------------------------- */
+
+/* Marks exc as a TransferError with nbytes and partial. */
+void fastsock_rb__set_transfer(VALUE exc, size_t nbytes, VALUE partial);
+/* Raises rc (< 0) of call c: c->total bytes moved, partial the received
+ * bytes (recvall) or nil, expected what was asked for. GVL held, no String
+ * locked. */
+void fastsock_rb__raise(const fastsock_rb_call *c, fastsock_result rc, VALUE partial,
+                        size_t expected) __attribute__((noreturn));
+/* Looks up the classes lib/fastsock.rb defined before loading the extension. */
+void fastsock_rb__errors_init(void);
+
+/* ---- the transfers (rb_calls.c) --------------------------------------------- */
+
+VALUE fastsock_rb_recvall(VALUE sockv, int fd, size_t n, fastsock_ctl *ctl);
+fastsock_result fastsock_rb_recv_into(fastsock_rb_op op, const char *name, VALUE sockv,
+                                      VALUE strv, int fd, size_t offset, size_t count,
+                                      int flags, fastsock_ctl *ctl);
+fastsock_result fastsock_rb_send(fastsock_rb_op op, const char *name, VALUE strv, int fd,
+                                 size_t offset, size_t count, fastsock_ctl *ctl);
+fastsock_result fastsock_rb_sendfile(VALUE filev, int fd, int file,
+                                     int64_t offset, size_t count, fastsock_ctl *ctl);
+/* recv calls of this thread's last recvall/recvall_into. */
+unsigned long fastsock_rb_recvall_cycles(void);
+
+/* Ruby turns transparent huge pages off for the whole process (prctl, for
+ * copy-on-write after fork), which voids the fresh-memory advice. Lifts
+ * that ban while a fresh buffer of len bytes faults in; returns whether
+ * fastsock_rb__thp_restore must put it back. Without the GVL is fine. */
+int fastsock_rb__thp_lift(size_t len);
+void fastsock_rb__thp_restore(int lifted);
+
+/* swig/ruby.i's %init. */
+void fastsock_rb_init(void);
+
+#endif
