@@ -25,6 +25,8 @@ import time as _time
 
 from . import _fastsock
 
+__version__ = _fastsock.VERSION  # the top-level VERSION file, compiled in
+
 __all__ = [
     "IncompleteError",
     "recvall",

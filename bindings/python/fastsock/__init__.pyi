@@ -13,6 +13,8 @@ _Socket = Union[socket.socket, _HasFileno, int]
 _File = Union[_HasFileno, _Readable, int]
 _Timeout = Union[float, None]
 
+__version__: str
+
 __all__ = [
     "IncompleteError",
     "recvall",

@@ -58,6 +58,9 @@ end
 require "fastsock/native"
 
 module Fastsock
+  # @return [String] the release, "X.Y.Z" (the top-level VERSION file, compiled in)
+  VERSION = Native::VERSION
+
   class << self
     # Receives exactly +n+ bytes.
     #
