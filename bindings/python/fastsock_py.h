@@ -7,6 +7,8 @@
  *                .nbytes / .partial; IncompleteError
  *   py_calls.c   recvall (a bytes object filled in place), recv_into and
  *                send (METH_FASTCALL), the module's init
+ *   py_xfer.c    Receiver and Sender, the progressive transfers for event
+ *                loops
  */
 #ifndef FASTSOCK_PY_H
 #define FASTSOCK_PY_H
@@ -106,7 +108,17 @@ PyObject *fastsock_py_set_incomplete_error(PyObject *cls);
 /* ---- py_calls.c ---------------------------------------------------------------- */
 
 PyObject *fastsock_py_recvall(int fd, PyObject *n_obj, fastsock_ctl *ctl);
-/* Everything above set up, and recv_into and send added to m. */
+/* Everything above set up; recv_into, send, Receiver and Sender added to m. */
 int fastsock_py_init(PyObject *m);
+
+/* ---- py_xfer.c ---------------------------------------------------------------- */
+
+/* Adds Receiver and Sender to m. */
+int fastsock_py_xfer_init(PyObject *m);
+
+/* ---- py_xfer.c ---------------------------------------------------------------- */
+
+/* Adds Receiver and Sender to m. */
+int fastsock_py_xfer_init(PyObject *m);
 
 #endif

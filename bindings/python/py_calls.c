@@ -205,5 +205,5 @@ int fastsock_py_init(PyObject *m)
         }
     }
     Py_DECREF(package);
-    return 0;
+    return fastsock_py_xfer_init(m);
 }

@@ -17,15 +17,20 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 LANG = "python"
 UNIT = 65521
 
-OPS = {"recvall", "recvall_into", "recv_into", "send", "sendall", "sendfile"}
+STEP_OPS = {"recv_steps", "recv_steps_into", "send_steps", "sendfile_steps"}
+OPS = {"recvall", "recvall_into", "recv_into", "send", "sendall", "sendfile"} | STEP_OPS
 EXPECTS = {"ok", "closed", "timeout", "reset", "peer_gone", "badarg", "badsock", "nomem", "wouldblock"}
 SOCKS = {"fd", "int", "notsock", "closed"}
-RECV_OPS = {"recvall", "recvall_into", "recv_into"}
-SEND_OPS = {"send", "sendall", "sendfile"}
+RECV_OPS = {"recvall", "recvall_into", "recv_into", "recv_steps", "recv_steps_into"}
+SEND_OPS = {"send", "sendall", "sendfile", "send_steps", "sendfile_steps"}
+# A progressive op is checked as the blocking call it steps through.
+LIKE = {"recv_steps": "recvall", "recv_steps_into": "recvall_into", "send_steps": "sendall",
+        "sendfile_steps": "sendfile"}
 # Keys an op may have besides the common ones.
 OP_KEYS = {
     "recvall": {"n", "cycles_max"},
@@ -34,6 +39,10 @@ OP_KEYS = {
     "send": {"datalen", "offset", "count"},
     "sendall": {"datalen", "offset", "count"},
     "sendfile": {"file", "offset", "count"},
+    "recv_steps": {"n", "budget", "steps_min"},
+    "recv_steps_into": {"n", "bufsize", "offset", "budget", "steps_min"},
+    "send_steps": {"datalen", "offset", "count", "budget", "steps_min"},
+    "sendfile_steps": {"file", "offset", "count", "budget", "steps_min"},
 }
 COMMON_KEYS = {"op", "req", "sock", "timeout", "expect", "result", "result_max", "moved", "moved_min"}
 ALL_KEYS = COMMON_KEYS.union(*OP_KEYS.values())
@@ -45,7 +54,8 @@ REQ_KEYS = {
 # The ops that take timeout=; the others get the socket's own (settimeout).
 TIMEOUT_KW = {"recvall", "recvall_into", "sendall"}
 INT_KEYS = {"n", "offset", "count"}  # any integer: negative and huge values are cases
-NONNEG_KEYS = {"bufsize", "datalen", "result", "result_max", "moved", "moved_min", "cycles_max"}
+NONNEG_KEYS = {"bufsize", "datalen", "result", "result_max", "moved", "moved_min", "cycles_max",
+               "budget", "steps_min"}
 
 
 class CaseError(Exception):
@@ -108,15 +118,15 @@ def validate(name, keys):
                 raise ValueError
         except ValueError:
             raise CaseError(f"{name}: bad timeout {keys['timeout']!r}") from None
-        if keys.get("sock", "fd") != "fd" and op not in TIMEOUT_KW:
+        if keys.get("sock", "fd") != "fd" and op not in TIMEOUT_KW and op not in STEP_OPS:
             raise CaseError(f"{name}: a timeout for {op} needs a socket object")
-    if op == "recvall" and "n" not in keys:
-        raise CaseError(f"{name}: recvall needs n")
-    if op in ("recvall_into", "recv_into") and "bufsize" not in keys:
+    if op in ("recvall", "recv_steps") and "n" not in keys:
+        raise CaseError(f"{name}: {op} needs n")
+    if op in ("recvall_into", "recv_into", "recv_steps_into") and "bufsize" not in keys:
         raise CaseError(f"{name}: {op} needs bufsize")
-    if op in ("send", "sendall") and "datalen" not in keys:
+    if op in ("send", "sendall", "send_steps") and "datalen" not in keys:
         raise CaseError(f"{name}: {op} needs datalen")
-    if op == "sendfile":
+    if op in ("sendfile", "sendfile_steps"):
         spec = keys.get("file", "")
         kind, colon, size = spec.partition(":")
         if not (spec == "empty" or (kind in ("regular", "pipe") and colon and size.isdigit())):
@@ -288,9 +298,9 @@ def run_case(server, keys, fastsock):
         # the sink's pause (sendall_timeout, sendfile_timeout), which starts
         # at the connection.
         data = file = None
-        if op in ("send", "sendall"):
+        if op in ("send", "sendall", "send_steps"):
             data = stream(seed, 0, int(keys["datalen"]))
-        elif op == "sendfile":
+        elif op in ("sendfile", "sendfile_steps"):
             file = make_file(keys["file"], seed, cleanup)
         conn = server.connect(keys["req"].replace(",", " "))
         cleanup.append(conn.close)
@@ -306,7 +316,9 @@ def run_case(server, keys, fastsock):
             target = socket.socket()
             target.close()
         kwargs = {}
-        if timeout is not None:
+        if op in STEP_OPS:
+            conn.setblocking(False)  # the event loop's socket
+        elif timeout is not None:
             if kind == "fd":
                 conn.settimeout(timeout)
             else:
@@ -319,7 +331,15 @@ def run_case(server, keys, fastsock):
         offset = arg("offset") or 0
         result = exc = None
         try:
-            if op == "recvall":
+            if op in STEP_OPS:
+                result, steps = run_steps(op, target, keys, arg, data, file, timeout, fastsock)
+                if "steps_min" in keys:
+                    check(steps >= int(keys["steps_min"]),
+                          f"{steps} steps moved data, expected at least {keys['steps_min']}")
+                if op == "recv_steps_into":
+                    buf = result.buffer
+                result = result.value
+            elif op == "recvall":
                 result = fastsock.recvall(target, arg("n"), **kwargs)
             elif op == "recvall_into":
                 buf = bytearray(b"\xa5") * arg("bufsize")
@@ -332,9 +352,14 @@ def run_case(server, keys, fastsock):
                 result = call(target, data, offset, arg("count"), **kwargs)
             else:
                 result = fastsock.sendfile(target, file, offset, arg("count"))
+        except Failure:
+            raise
         except Exception as e:  # judged below against the case
             exc = e
+            if op == "recv_steps_into":
+                buf = getattr(e, "buffer", None)
         conn.settimeout(30)
+        op = LIKE.get(op, op)
 
         if exc is None:
             check(expect == "ok", f"returned {_short(result)}, expected {expect}")
@@ -386,7 +411,9 @@ def run_case(server, keys, fastsock):
             first = conn.recv(1)
             check(first == stream(seed, off, 1), "the refused call consumed stream bytes")
 
-        if op == "sendfile" and file is not None and keys["file"].startswith("regular"):
+        if keys["op"] == "sendfile_steps" and file is not None and keys["file"].startswith("regular"):
+            check(file.tell() == 0, f"file position {file.tell()}, expected it untouched (0)")
+        elif op == "sendfile" and file is not None and keys["file"].startswith("regular"):
             # socket.sendfile moves the position to offset + sent only when
             # something was sent.
             want = offset + moved if moved > 0 else 0
@@ -407,6 +434,58 @@ def run_case(server, keys, fastsock):
     finally:
         for close in reversed(cleanup):
             close()
+
+
+class _Stepped:
+    def __init__(self, value, buffer=None):
+        self.value, self.buffer = value, buffer
+
+
+def run_steps(op, target, keys, arg, data, file, timeout, fastsock):
+    """Drives a Receiver or Sender with a plain select loop, as an event loop
+    would: wait for what it wants, step, until it ends. The case's timeout is
+    this loop's own limit: when it passes, a TimeoutError with the progress.
+    Returns (_Stepped(result[, buffer]), steps that moved data)."""
+    import select
+    budget = {"budget": int(keys["budget"])} if "budget" in keys else {}
+    offset = arg("offset") or 0
+    buf = None
+    if op == "recv_steps":
+        x = fastsock.Receiver(target, arg("n"), **budget)
+    elif op == "recv_steps_into":
+        buf = bytearray(b"\xa5") * arg("bufsize")
+        try:
+            x = fastsock.Receiver(target, arg("n"), buffer=buf, offset=offset, **budget)
+        except Exception as e:
+            e.buffer = buf
+            raise
+    elif op == "send_steps":
+        x = fastsock.Sender(target, data, offset, arg("count"), **budget)
+    else:
+        x = fastsock.Sender.from_file(target, file, offset, arg("count"), **budget)
+    limit = int(keys["budget"]) if "budget" in keys else x.budget
+    deadline = None if timeout is None else time.monotonic() + timeout
+    steps = 0
+    try:
+        while not x.ended:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            want = x.want
+            r, w, _ = select.select([x] if want == 1 else [], [x] if want == 2 else [], [], wait)
+            if not r and not w:
+                exc = TimeoutError("the runner's wait limit passed")
+                exc.nbytes = x.nbytes
+                if op == "recv_steps":
+                    exc.partial = x.partial()
+                raise exc
+            before = x.nbytes
+            moved = x.step()
+            check(moved == x.nbytes - before, f"step() returned {moved}, progress moved {x.nbytes - before}")
+            check(moved <= limit, f"a step moved {moved} bytes, over the budget {limit}")
+            steps += moved > 0
+    except Exception as e:
+        e.buffer = buf
+        raise
+    return _Stepped(x.result(), buf), steps
 
 
 def _short(value):

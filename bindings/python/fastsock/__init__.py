@@ -14,6 +14,11 @@ operation unless ``timeout=`` is given; an int fd has no timeout. Errors are
 the ``OSError`` subclasses the socket module raises, and an error after part
 of a transfer tells how much moved: ``.nbytes`` on the exception, and for
 ``recvall`` ``.partial``, the bytes themselves.
+
+For event loops and non-blocking sockets: ``Receiver`` and ``Sender`` are
+stepped each time the socket is ready (any loop: selectors, Tornado,
+Twisted ...), and ``fastsock.aio`` has the same calls as awaitables for
+asyncio and uvloop.
 """
 
 import io as _io
@@ -36,6 +41,8 @@ __all__ = [
     "sendall",
     "sendfile",
     "recvall_cycles",
+    "Receiver",
+    "Sender",
 ]
 
 
@@ -123,6 +130,11 @@ def recvall_into(sock, buffer, nbytes=None, offset=0, *, timeout=_OWN):
 # loops call them once per message, where a def in between costs too much.
 recv_into = _fastsock.recv_into
 send = _fastsock.send
+
+# The progressive transfers for event loops (bindings/python/py_xfer.c);
+# fastsock.aio drives them for asyncio and uvloop.
+Receiver = _fastsock.Receiver
+Sender = _fastsock.Sender
 
 
 def sendall(sock, data, offset=0, count=None, *, timeout=_OWN):

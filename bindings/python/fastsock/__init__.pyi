@@ -1,5 +1,5 @@
 import socket
-from typing import Protocol, Union
+from typing import Literal, Protocol, Union
 
 from _typeshed import ReadableBuffer, WriteableBuffer
 
@@ -24,6 +24,8 @@ __all__ = [
     "sendall",
     "sendfile",
     "recvall_cycles",
+    "Receiver",
+    "Sender",
 ]
 
 class IncompleteError(EOFError):
@@ -53,3 +55,58 @@ def sendall(
 ) -> int: ...
 def sendfile(sock: _Socket, file: _File, offset: int = ..., count: int | None = ...) -> int: ...
 def recvall_cycles() -> int: ...
+
+class _Transfer:
+    """A progressive transfer: step() each time the socket is ready for .want."""
+    @property
+    def done(self) -> bool: ...
+    @property
+    def ended(self) -> bool: ...
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def expected(self) -> int: ...
+    @property
+    def want(self) -> Literal[0, 1, 2]: ...
+    @property
+    def cycles(self) -> int: ...
+    budget: int
+    @property
+    def sock(self) -> _Socket: ...
+    def step(self) -> int: ...
+    def fileno(self) -> int: ...
+
+class Receiver(_Transfer):
+    def __init__(
+        self,
+        sock: _Socket,
+        n: int | None = ...,
+        *,
+        buffer: WriteableBuffer | None = ...,
+        offset: int = ...,
+        budget: int | None = ...,
+    ) -> None: ...
+    def result(self) -> bytes | int: ...
+    def partial(self) -> bytes | None: ...
+
+class Sender(_Transfer):
+    def __init__(
+        self,
+        sock: _Socket,
+        data: ReadableBuffer,
+        offset: int = ...,
+        count: int | None = ...,
+        *,
+        budget: int | None = ...,
+    ) -> None: ...
+    @classmethod
+    def from_file(
+        cls,
+        sock: _Socket,
+        file: _HasFileno | int,
+        offset: int = ...,
+        count: int | None = ...,
+        *,
+        budget: int | None = ...,
+    ) -> Sender: ...
+    def result(self) -> int: ...
