@@ -57,5 +57,7 @@ $INCFLAGS << source_dirs.map { |d| " -I#{d}" }.join
 $defs << "-D_GNU_SOURCE" << %(-DFASTSOCK_VERSION=\\"#{version}\\")
 # Only the module's Init_native is exported, as in the CMake build.
 $CFLAGS << " -std=gnu11 -fvisibility=hidden"
+# A symbol no source defines fails the install, not the first require.
+$LDFLAGS << " -Wl,--no-undefined" if RbConfig::CONFIG["host_os"].include?("linux")
 
 create_makefile("fastsock/native")
