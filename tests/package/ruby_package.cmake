@@ -1,0 +1,40 @@
+# Builds the gem from fastsock.gemspec, installs it with `gem install --local`
+# into a fresh GEM_HOME, then runs the whole conformance runner against it:
+# RUBYLIB unset, run from outside the source tree, so `require "fastsock"`
+# can only find the installed gem. -DSOURCE_DIR -DWORK_DIR -DRUBY -DGEM
+# -DTESTS -DSERVER -DCASES.
+file(STRINGS ${SOURCE_DIR}/VERSION version LIMIT_COUNT 1)
+file(REMOVE_RECURSE ${WORK_DIR})
+file(MAKE_DIRECTORY ${WORK_DIR})
+set(gem_file ${WORK_DIR}/fastsock-${version}.gem)
+set(gem_home ${WORK_DIR}/gems)
+set(env ${CMAKE_COMMAND} -E env --unset=RUBYLIB --unset=RUBYOPT --unset=BUNDLE_GEMFILE
+        GEM_HOME=${gem_home} GEM_PATH=${gem_home})
+
+function(step)
+  string(REPLACE ";" " " shown "${ARGN}")
+  message(STATUS "$ ${shown}")
+  execute_process(COMMAND ${env} ${ARGN} WORKING_DIRECTORY ${WORK_DIR} RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "failed (${rc}): ${shown}")
+  endif()
+endfunction()
+
+# gem build evaluates the gemspec from its own directory (it globs from there).
+message(STATUS "$ gem build fastsock.gemspec")
+execute_process(COMMAND ${GEM} build ${SOURCE_DIR}/fastsock.gemspec --output ${gem_file}
+                WORKING_DIRECTORY ${SOURCE_DIR} RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "gem build failed (${rc})")
+endif()
+step(${GEM} install --local --no-document ${gem_file})
+
+step(${RUBY} -e "
+  require 'fastsock'
+  loaded = $LOADED_FEATURES.grep(%r{/fastsock(/native)?\\.(rb|so)\\z})
+  outside = loaded.reject { |f| f.start_with?('${gem_home}/') }
+  abort \"loaded from outside the GEM_HOME: #{outside}\" unless outside.empty? && loaded.size == 2
+  abort \"Fastsock::VERSION #{Fastsock::VERSION.inspect}, VERSION says ${version}\" unless Fastsock::VERSION == '${version}'
+  puts \"fastsock #{Fastsock::VERSION} from #{loaded.join(', ')}\"")
+step(${RUBY} -w ${TESTS}/run_cases.rb --server ${SERVER} --cases ${CASES})
+file(REMOVE_RECURSE ${WORK_DIR})
