@@ -98,7 +98,17 @@ def _metadata():
 # ---- compiling ------------------------------------------------------------------
 
 def _config(name):
-    return shlex.split(sysconfig.get_config_var(name) or "")
+    """The interpreter's build setting; CC and CFLAGS from the environment
+    take precedence, as they do for setuptools (CC also links)."""
+    value = shlex.split(sysconfig.get_config_var(name) or "")
+    cc = shlex.split(os.environ.get("CC", ""))
+    if name == "CC" and cc:
+        return cc
+    if name == "LDSHARED" and cc:
+        return cc + ["-shared"] + [v for v in value[1:] if v != "-shared"]
+    if name == "CFLAGS":
+        return value + shlex.split(os.environ.get("CFLAGS", ""))
+    return value
 
 
 def _check_tools(need_swig):
