@@ -6,11 +6,16 @@
  *   rb_errors.c     a core result -> the Ruby exception, with nbytes/partial
  *   rb_calls.c      the transfers: GVL released for the whole call, the
  *                   target String locked, interrupts run between resumptions
+ *   rb_scheduler.c  the same calls inside a non-blocking fiber with
+ *                   Fiber.scheduler set: core steps between the scheduler's waits
+ *   rb_xfer.c       Fastsock::Receiver and Fastsock::Sender (progressive objects)
  *
  * Internal names are fastsock_rb__*; what swig/ruby.i calls is fastsock_rb_*.
  */
 #ifndef FASTSOCK_RB_H
 #define FASTSOCK_RB_H
+
+#include <sys/types.h>
 
 #include <ruby.h>
 
@@ -51,6 +56,18 @@ typedef enum {
     FASTSOCK_RB_SENDFILE
 } fastsock_rb_op;
 
+/* Results beyond the core's, for the scheduler path (rb_errors.c raises them):
+ * an exception that a scheduler's wait raised (Async::Task#stop, a
+ * Thread#raise that reached the fiber ...), recorded so that the call can
+ * clean up, then raised again with nbytes and partial; */
+#define FASTSOCK_RB_EJUMP (-4000)
+/* another fiber is receiving on the socket; */
+#define FASTSOCK_RB_EBUSY (-4001)
+/* the scheduler ended a wait before the socket was ready and before the
+ * call's own deadline: its own timeout, which ruby-async 1.30's io_wait
+ * swallows (Task#with_timeout's Async::TimeoutError becomes nil). */
+#define FASTSOCK_RB_ESCHED (-4002)
+
 typedef struct fastsock_rb_call {
     fastsock_rb_op op;
     const char *name;        /* "fastsock.recvall": prefixes every message */
@@ -70,6 +87,14 @@ typedef struct fastsock_rb_call {
     size_t total;            /* moved over all resumptions, buffered bytes included */
     int hook_stopped;
     int advise_fresh;        /* recvall's own new String: fresh-memory advice first */
+    /* Under a Fiber scheduler (rb_scheduler.c): */
+    VALUE scheduler;         /* Fiber.scheduler of a non-blocking fiber, else Qnil */
+    int wait_fd;             /* the call's own dup of fd, waited on and stepped; -1 */
+    VALUE wait_io;           /* an IO over wait_fd, for the scheduler's io_wait; Qnil */
+    dev_t dev;               /* what fd named at the start */
+    ino_t ino;
+    struct receive_entry *receiving; /* listed as the socket's one bulk receive */
+    int jump_state;          /* FASTSOCK_RB_EJUMP: rb_protect's state, to jump again */
 } fastsock_rb_call;
 
 /* ---- errors (rb_errors.c) ------------------------------------------------- */
@@ -84,6 +109,10 @@ void fastsock_rb__raise(const fastsock_rb_call *c, fastsock_result rc, VALUE par
 /* Looks up the classes lib/fastsock.rb defined before loading the extension. */
 void fastsock_rb__errors_init(void);
 
+/* The class of a swallowed scheduler timeout: Async::TimeoutError under
+ * ruby-async, else Fastsock::TimeoutError. */
+VALUE fastsock_rb__sched_timeout_class(VALUE scheduler);
+
 /* ---- the transfers (rb_calls.c) --------------------------------------------- */
 
 VALUE fastsock_rb_recvall(VALUE sockv, int fd, size_t n, fastsock_ctl *ctl);
@@ -96,6 +125,13 @@ fastsock_result fastsock_rb_sendfile(VALUE filev, int fd, int file,
                                      int64_t offset, size_t count, fastsock_ctl *ctl);
 /* recv calls of this thread's last recvall/recvall_into. */
 unsigned long fastsock_rb_recvall_cycles(void);
+/* Moves a fresh String's bytes out of the object (see rb_calls.c). */
+void fastsock_rb__unembed(VALUE str);
+/* Reserves malloc'd room for end bytes without changing the bytesize, as
+ * IO#read(len, outbuf) grows its outbuf; NoMemoryError, FrozenError. */
+void fastsock_rb__reserve(VALUE str, size_t end);
+/* Counts the recv calls of a recvall that the scheduler path made. */
+void fastsock_rb__add_cycles(unsigned long n);
 
 /* Ruby turns transparent huge pages off for the whole process (prctl, for
  * copy-on-write after fork), which voids the fresh-memory advice. Lifts
@@ -103,6 +139,19 @@ unsigned long fastsock_rb_recvall_cycles(void);
  * fastsock_rb__thp_restore must put it back. Without the GVL is fine. */
 int fastsock_rb__thp_lift(size_t len);
 void fastsock_rb__thp_restore(int lifted);
+
+/* ---- Fiber scheduler (rb_scheduler.c) ---------------------------------------- */
+
+/* Fiber.scheduler when the current fiber is non-blocking, else Qnil. */
+VALUE fastsock_rb__scheduler(void);
+/* Runs call c to its end (c->rc, c->total) stepping the core between waits
+ * through c->scheduler. Returns 0 when it can't serve the call (sendfile
+ * from a pipe), which then runs in the thread's way. */
+int fastsock_rb__sched_run(fastsock_rb_call *c);
+
+/* ---- Receiver and Sender (rb_xfer.c) ---------------------------------------- */
+
+void fastsock_rb__xfer_init(VALUE mFastsock);
 
 /* swig/ruby.i's %init. */
 void fastsock_rb_init(void);

@@ -37,6 +37,11 @@ unsigned long fastsock_rb_recvall_cycles(void)
     return cycles;
 }
 
+void fastsock_rb__add_cycles(unsigned long n)
+{
+    cycles += n;
+}
+
 /* ---- one transfer, GVL released --------------------------------------------- */
 
 static void begin(fastsock_rb_call *c, fastsock_rb_op op, const char *name, int fd,
@@ -50,6 +55,10 @@ static void begin(fastsock_rb_call *c, fastsock_rb_op op, const char *name, int 
     c->file = -1;
     c->timeout_ms = ctl->timeout_ms;
     c->deadline = fastsock_deadline(c->timeout_ms);
+    /* A call that never waits has nothing to ask a scheduler. */
+    c->scheduler = c->timeout_ms == 0 ? Qnil : fastsock_rb__scheduler();
+    c->wait_fd = -1;
+    c->wait_io = Qnil;
 }
 
 int fastsock_rb__thp_lift(size_t len)
@@ -121,6 +130,8 @@ static void *nogvl(void *arg)
  * interrupts run in between, with the GVL held, and may leave by a long jump. */
 static void run(fastsock_rb_call *c)
 {
+    if (!NIL_P(c->scheduler) && fastsock_rb__sched_run(c))
+        return;
     for (;;) {
         memset(&c->ctl, 0, sizeof c->ctl);
         c->ctl.on_interrupt = hook;
@@ -205,7 +216,7 @@ static int embedded(VALUE str)
 }
 
 /* Moves a target's bytes out of the object: capacity beyond any embedded size. */
-static void unembed(VALUE str)
+void fastsock_rb__unembed(VALUE str)
 {
     if (embedded(str))
         rb_str_modify_expand(str, EMBED_MAX + 1);
@@ -233,7 +244,7 @@ typedef struct recv_job {
  * outbuf) grows its outbuf. The bytesize itself stays, so no unwritten byte
  * shows. Raises before any byte moves: NoMemoryError, or RuntimeError for a
  * String another call holds locked. */
-static void reserve(VALUE str, size_t end)
+void fastsock_rb__reserve(VALUE str, size_t end)
 {
     size_t len = (size_t)RSTRING_LEN(str);
     size_t want = end > len ? end : len;
@@ -316,7 +327,7 @@ VALUE fastsock_rb_recvall(VALUE sockv, int fd, size_t n, fastsock_ctl *ctl)
     (void)fastsock_rb__buffered(io); /* refuses decoded characters before allocating */
     /* One allocation at the final size, filled in place. */
     VALUE str = rb_str_buf_new((long)n);
-    unembed(str); /* Ruby >= 3.2 embeds small buffers */
+    fastsock_rb__unembed(str); /* Ruby >= 3.2 embeds small buffers */
     recv_job j = { .call = &c, .str = str, .io = io, .fresh = 1, .n = n };
     c.count = n;
     rb_str_locktmp(str);
@@ -363,7 +374,7 @@ fastsock_result fastsock_rb_recv_into(fastsock_rb_op op, const char *name, VALUE
                  name, offset, count);
     c.count = count;
     j.end = offset + count;
-    reserve(strv, j.end);
+    fastsock_rb__reserve(strv, j.end);
     rb_str_locktmp(strv);
     rb_ensure(recv_body, (VALUE)&j, unlock_written, (VALUE)&j);
     RB_GC_GUARD(strv);
@@ -504,4 +515,5 @@ fastsock_result fastsock_rb_sendfile(VALUE filev, int fd, int file,
 void fastsock_rb_init(void)
 {
     fastsock_rb__errors_init();
+    fastsock_rb__xfer_init(rb_path2class("Fastsock"));
 }

@@ -12,6 +12,7 @@
 static VALUE eIncomplete = Qnil;
 static VALUE eTimeout = Qnil;
 static VALUE mTransfer = Qnil;
+static VALUE eBusy = Qnil;
 
 void fastsock_rb__errors_init(void)
 {
@@ -19,9 +20,24 @@ void fastsock_rb__errors_init(void)
     eIncomplete = rb_const_get(m, rb_intern("IncompleteError"));
     eTimeout = rb_const_get(m, rb_intern("TimeoutError"));
     mTransfer = rb_const_get(m, rb_intern("TransferError"));
+    eBusy = rb_const_get(m, rb_intern("BusyError"));
     rb_gc_register_address(&eIncomplete);
     rb_gc_register_address(&eTimeout);
     rb_gc_register_address(&mTransfer);
+    rb_gc_register_address(&eBusy);
+}
+
+VALUE fastsock_rb__sched_timeout_class(VALUE scheduler)
+{
+    ID async = rb_intern("Async");
+    if (rb_const_defined(rb_cObject, async)) {
+        VALUE m = rb_const_get(rb_cObject, async);
+        ID sched = rb_intern("Scheduler"), timeout = rb_intern("TimeoutError");
+        if (rb_const_defined_at(m, sched) && rb_const_defined_at(m, timeout) &&
+            RTEST(rb_obj_is_kind_of(scheduler, rb_const_get_at(m, sched))))
+            return rb_const_get_at(m, timeout);
+    }
+    return eTimeout;
 }
 
 
@@ -38,6 +54,29 @@ void fastsock_rb__raise(const fastsock_rb_call *c, fastsock_result rc, VALUE par
 {
     VALUE exc, msg;
     int receiving = c->op == FASTSOCK_RB_RECVALL || c->op == FASTSOCK_RB_RECV;
+    switch (rc) {
+    case FASTSOCK_RB_EJUMP:
+        /* Raised in the scheduler's wait, caught there so that the call
+         * could clean up: on its way again, carrying the progress. */
+        exc = rb_errinfo();
+        if (rb_obj_is_kind_of(exc, rb_eException))
+            fastsock_rb__set_transfer(exc, c->total, partial);
+        rb_jump_tag(c->jump_state);
+    case FASTSOCK_RB_EBUSY:
+        msg = rb_sprintf("%s: another fiber is receiving on this socket; one stream "
+                         "can't be split between two receives", c->name);
+        exc = rb_exc_new_str(eBusy, msg);
+        fastsock_rb__set_transfer(exc, c->total, partial);
+        rb_exc_raise(exc);
+    case FASTSOCK_RB_ESCHED:
+        msg = rb_sprintf("%s: execution expired (the scheduler ended the wait) after %zu bytes",
+                         c->name, c->total);
+        exc = rb_exc_new_str(fastsock_rb__sched_timeout_class(c->scheduler), msg);
+        fastsock_rb__set_transfer(exc, c->total, partial);
+        rb_exc_raise(exc);
+    default:
+        break;
+    }
     switch (fastsock_classify(rc)) {
     case FASTSOCK_KIND_RANGE:
         if (rc == FASTSOCK_EOFFSET) {

@@ -11,14 +11,26 @@ require "tempfile"
 require_relative "loopback"
 
 LANG = "ruby"
-OPS = %w[recvall recvall_into recv_into send sendall sendfile].freeze
+OPS = %w[recvall recvall_into recv_into send sendall sendfile
+         recv_steps recv_steps_into send_steps sendfile_steps].freeze
 EXPECTS = %w[ok closed timeout reset peer_gone badarg badsock nomem wouldblock].freeze
 SOCKS = %w[fd int notsock closed].freeze
-INT_KEYS = %w[n bufsize offset count datalen result result_max moved moved_min cycles_max].freeze
+INT_KEYS = %w[n bufsize offset count datalen result result_max moved moved_min cycles_max
+              budget steps_min].freeze
 KEYS = (%w[op req sock file timeout expect] + INT_KEYS).freeze
 SENTINEL = 0xA5
 
 Case = Struct.new(:name, :keys)
+
+# The runner's own wait limit (timeout= of a progressive case) passed.
+class StepsTimeout < StandardError
+  attr_reader :nbytes
+
+  def initialize(nbytes)
+    super("the runner's wait limit passed after #{nbytes} bytes")
+    @nbytes = nbytes
+  end
+end
 
 # Parses the case file; raises with every problem if a case uses a key or a
 # value this runner does not implement.
@@ -87,7 +99,7 @@ def classify(exc)
   case exc
   when nil then "ok"
   when Fastsock::IncompleteError then "closed"
-  when Fastsock::TimeoutError then "timeout"
+  when Fastsock::TimeoutError, StepsTimeout then "timeout"
   when IO::EAGAINWaitReadable, IO::EAGAINWaitWritable then "wouldblock"
   when Errno::ECONNRESET then "reset"
   when Errno::EPIPE then "peer_gone"
@@ -119,8 +131,8 @@ class Runner
     # sendfile_timeout) starts at the connection, and building 64 MiB takes
     # time on a loaded machine.
     input = case keys["op"]
-            when "send", "sendall" then Loopback.stream(seed, 0, int(keys, "datalen"))
-            when "sendfile" then file_arg(keys["file"], seed)
+            when "send", "sendall", "send_steps" then Loopback.stream(seed, 0, int(keys, "datalen"))
+            when "sendfile", "sendfile_steps" then file_arg(keys["file"], seed)
             end
     conn = @server.connect(keys["req"])
     @closers << conn
@@ -133,7 +145,7 @@ class Runner
 
   private
 
-  Outcome = Struct.new(:exc, :result, :moved, :data, :buf, :file, :eof)
+  Outcome = Struct.new(:exc, :result, :moved, :data, :buf, :file, :eof, :max_step, :steps)
 
   Joiner = Struct.new(:thread) do
     def close = thread.join(10)
@@ -194,6 +206,8 @@ class Runner
       when "sendfile"
         o.file = input
         o.result = Fastsock.sendfile(sock, o.file, offset, count, **timeout_kw(keys, single: false))
+      when "recv_steps", "recv_steps_into", "send_steps", "sendfile_steps"
+        perform_steps(keys, sock, input, o)
       end
       o.moved = o.result
     rescue NoMemoryError, StandardError => e
@@ -203,6 +217,49 @@ class Runner
     end
     o
   end
+
+  # A Receiver or Sender driven by a plain IO.select loop: wait for what it
+  # wants, step, until it is complete, fails, or the case's timeout passes.
+  def perform_steps(keys, sock, input, o)
+    n = int(keys, "n")
+    offset = int(keys, "offset") || 0
+    count = int(keys, "count")
+    budget = int(keys, "budget")
+    obj = case keys["op"]
+          when "recv_steps" then Fastsock::Receiver.new(sock, n, budget: budget)
+          when "recv_steps_into"
+            o.buf = ("\xA5".b * int(keys, "bufsize"))
+            Fastsock::Receiver.new(sock, n, o.buf, offset, budget: budget)
+          else
+            o.file = input if keys["op"] == "sendfile_steps"
+            Fastsock::Sender.new(sock, input, offset, count, budget: budget)
+          end
+    receive = obj.is_a?(Fastsock::Receiver)
+    limit = keys.key?("timeout") ? Float(keys["timeout"]) : nil
+    deadline = limit && (now + limit)
+    o.max_step = 0
+    begin
+      loop do
+        before = obj.nbytes
+        r = receive ? obj.recv_nonblock(exception: false) : obj.send_nonblock(exception: false)
+        o.max_step = [o.max_step, obj.nbytes - before].max
+        unless r.is_a?(Symbol)
+          o.data = r if keys["op"] == "recv_steps"
+          o.result = r.is_a?(String) ? r.bytesize : r
+          break
+        end
+        left = deadline && (deadline - now)
+        raise StepsTimeout, obj.nbytes if left && left <= 0
+
+        ready = receive ? IO.select([obj], nil, nil, left) : IO.select(nil, [obj], nil, left)
+        raise StepsTimeout, obj.nbytes if ready.nil?
+      end
+    ensure
+      o.steps = obj.steps
+    end
+  end
+
+  def now = Process.clock_gettime(Process::CLOCK_MONOTONIC)
 
   def file_arg(spec, seed)
     kind, len = spec.split(":")
@@ -240,7 +297,9 @@ class Runner
       detail = o.exc ? "#{o.exc.class}: #{o.exc.message}" : "returned #{o.result.inspect}"
       return "expected #{expect}, got #{got} (#{detail})"
     end
-    receive = %w[recvall recvall_into recv_into].include?(keys["op"])
+    receive = %w[recvall recvall_into recv_into recv_steps recv_steps_into].include?(keys["op"])
+    problem = check_steps(keys, o)
+    return problem if problem
 
     if expect == "ok"
       r = int(keys, "result")
@@ -281,13 +340,29 @@ class Runner
     nil
   end
 
+  # budget=B: no step moved more than B; steps_min=K: at least K steps moved data.
+  def check_steps(keys, o)
+    return nil unless keys["op"].end_with?("_steps", "_steps_into")
+
+    b = int(keys, "budget")
+    return "a step moved #{o.max_step} bytes, over the budget of #{b}" if b && o.max_step && o.max_step > b
+    k = int(keys, "steps_min")
+    return "#{o.steps.inspect} steps moved data, expected at least #{k}" if k && !(o.steps && o.steps >= k)
+
+    nil
+  end
+
   def check_received(keys, o, seed, off)
     moved = o.moved || 0
-    if keys["op"] == "recvall"
+    if %w[recvall recv_steps].include?(keys["op"])
       if o.data
         return "result is #{o.data.encoding}, not ASCII-8BIT" unless o.data.encoding == Encoding::BINARY
         return "#{o.data.bytesize} bytes reported, #{moved} moved" unless o.data.bytesize == moved
         return "received bytes differ from the stream" unless o.data == Loopback.stream(seed, off, moved)
+      elsif o.exc.is_a?(StepsTimeout)
+        # The runner gave up on a Receiver that is not complete: its fresh
+        # String is not handed out, so there are no bytes to compare.
+        nil
       elsif o.exc && !%w[badarg badsock nomem].include?(keys["expect"])
         return "#{o.exc.class} carries no partial data"
       end
@@ -313,7 +388,7 @@ class Runner
 
   def check_sent(keys, o, conn)
     sent = o.moved || 0
-    if keys["op"] == "sendfile" && keys["file"].start_with?("regular", "empty") && o.file && \
+    if keys["op"].start_with?("sendfile") && keys["file"].start_with?("regular", "empty") && o.file && \
        !%w[badarg badsock].include?(keys["expect"])
       want = (int(keys, "offset") || 0) + sent
       return "file position #{o.file.pos}, expected #{want}" unless o.file.pos == want

@@ -6,6 +6,21 @@
 # threads keep running, and Thread#raise, Thread#kill, Timeout.timeout and
 # Ctrl-C interrupt a blocked transfer promptly.
 #
+# Inside a non-blocking fiber with Fiber.scheduler set (ruby-async, or any
+# scheduler implementing +io_wait+), every call that would wait waits through
+# the scheduler instead, and the other fibers run meanwhile: the data moves
+# in non-blocking steps of at most about 1 MiB between waits. +timeout:+, the
+# scheduler's own timeouts (Async::Task#with_timeout), Async::Task#stop and
+# Thread#raise stop such a transfer between steps; the exception carries
+# {TransferError#nbytes} (and +partial+ for {recvall}) as in a thread. A
+# stopped task returns nothing, so a transfer that must be resumed keeps its
+# position where the caller can read it: {recvall_into} a String the caller
+# owns (its bytesize grows with every byte received), or a {Receiver}. Two
+# bulk receives on one socket at once raise {BusyError}; a receive in one
+# fiber and a send in another (full duplex) is fine. One exception:
+# {sendfile} from a pipe still blocks the thread (a progressive step could
+# block reading the pipe).
+#
 # A +sock+ is a BasicSocket or any IO (or an object answering +to_io+), or
 # an Integer file descriptor. Bytes the IO has already read ahead (after
 # +gets+) are taken first, never skipped. OpenSSL::SSL::SSLSocket is refused:
@@ -47,6 +62,12 @@ module Fastsock
 
     # @return [Integer] the bytes that were asked for
     attr_reader :expected
+  end
+
+  # Another fiber is already receiving on this socket under the Fiber
+  # scheduler: two receives would split one stream between them.
+  class BusyError < IOError
+    include TransferError
   end
 
   # The timeout passed before the transfer was complete.
@@ -190,6 +211,169 @@ module Fastsock
       return 0 if nonblock
 
       bulk_timeout(timeout)
+    end
+  end
+end
+
+module Fastsock
+  # Receives exactly {#count} bytes, step by step, for a loop the program
+  # drives itself (IO.select, nio4r): each {#recv_nonblock} moves what the
+  # socket has now, up to {#budget} bytes, and never waits. It follows
+  # IO#read_nonblock's conventions.
+  #
+  # Into a fresh String (+Receiver.new(sock, n)+), which nobody can see
+  # until it is complete: {#result} is nil until then. Or into the caller's
+  # String at +offset+ (+Receiver.new(sock, n, buf, offset)+), grown as
+  # {Fastsock.recvall_into} grows it: after every step its bytesize is
+  # max(its old bytesize, offset + {#nbytes}), so it never shows a byte that
+  # was not received, and a stopped loop can resume from there.
+  #
+  # Bytes the IO has already read ahead (after +gets+) are taken first.
+  #
+  # @example an IO.select loop
+  #   rx = Fastsock::Receiver.new(sock, 64 << 20)
+  #   until (data = rx.recv_nonblock(exception: false)).is_a?(String)
+  #     IO.select([sock])
+  #   end
+  class Receiver
+    # @param sock [BasicSocket, IO, Integer]
+    # @param n [Integer, nil] bytes to receive; nil with +buf+: to its end
+    # @param buf [String, nil] the target; nil: a fresh binary String
+    # @param offset [Integer] byte offset into +buf+, at most +buf.bytesize+
+    # @param budget [Integer, nil] bytes one step moves at most; nil: 1 MiB
+    # @raise [ArgumentError] +offset+ beyond +buf.bytesize+, negative sizes
+    # @raise [NoMemoryError] +n+ (or +offset + n+) bytes can't be allocated
+    # @raise [TypeError] not a socket object, an SSL socket, +buf+ not a String
+    # @raise [Errno::ENOTSOCK] +sock+ is not a socket
+    def initialize(sock, n = nil, buf = nil, offset = 0, budget: nil)
+      raise ArgumentError, "Fastsock::Receiver: n is required without a buffer" if n.nil? && buf.nil?
+
+      __init(sock, n, buf, offset, budget)
+    end
+
+    # One step: receives what the socket has now, up to {#budget} bytes.
+    #
+    # @param exception [Boolean] false: return +:wait_readable+ instead of
+    #   raising IO::EAGAINWaitReadable
+    # @return [String, Integer, Symbol] when complete: the fresh String, or
+    #   {#count} for a receive into the caller's String; else +:wait_readable+
+    #   (with +exception: false+)
+    # @raise [IO::EAGAINWaitReadable] not complete yet: wait until the socket
+    #   is readable, then call again
+    # @raise [IncompleteError] end of stream first; +nbytes+ and (fresh)
+    #   +partial+ say what came
+    # @raise [Errno::ECONNRESET, IOError] and the other errors of {Fastsock.recvall}
+    def recv_nonblock(exception: true)
+      return(@into ? count : result) if __step
+      raise IO::EAGAINWaitReadable, "Fastsock::Receiver: #{nbytes} of #{count} bytes" if exception
+
+      :wait_readable
+    end
+
+    # @!method result
+    #   @return [String, nil] the received String once complete, else nil
+    # @!method partial
+    #   @return [String, nil] after a fresh receive failed: the bytes that came
+    # @!method nbytes
+    #   @return [Integer] bytes received so far, read-ahead bytes included
+    # @!method count
+    #   @return [Integer] bytes the transfer receives in all
+    # @!method steps
+    #   @return [Integer] steps that moved data
+    # @!method cycles
+    #   @return [Integer] recv system calls made
+    # @!method complete?
+    #   @return [Boolean] all {#count} bytes are there
+    # @!method ended?
+    #   @return [Boolean] complete or failed: further steps change nothing
+    # @!method budget
+    #   @return [Integer] bytes one step moves at most
+    # @!method budget=(bytes)
+    #   @param bytes [Integer, nil] nil: the default (1 MiB); may change between steps
+    # @!method want
+    #   @return [Symbol, nil] +:read+ until it has ended, then nil
+    # @!method socket
+    #   @return [BasicSocket, IO, Integer] the +sock+ it was given
+
+    # @return [IO] the socket as an IO, for IO.select and nio4r
+    def to_io
+      s = socket
+      @to_io ||= s.is_a?(Integer) ? IO.for_fd(s, autoclose: false) : s.to_io
+    end
+
+    private
+
+    alias __init_native __init
+    def __init(sock, n, buf, offset, budget)
+      @into = !buf.nil?
+      __init_native(sock, n, buf, offset, budget)
+    end
+  end
+
+  # Sends a String range, or a regular file with sendfile(2), step by step,
+  # for a loop the program drives itself: each {#send_nonblock} sends what
+  # the socket takes now, up to {#budget} bytes, and never waits. A String
+  # that is not frozen is sent as it was when the Sender was made (a
+  # snapshot that shares its bytes, not a copy). A file's position ends at
+  # +offset+ + {#nbytes}, as after {Fastsock.sendfile}.
+  #
+  # @example an IO.select loop
+  #   tx = Fastsock::Sender.new(sock, File.open("big.iso"))
+  #   IO.select(nil, [sock]) while tx.send_nonblock(exception: false) == :wait_writable
+  class Sender
+    # @param sock [BasicSocket, IO, Integer]
+    # @param source [String, File, Integer] a String, or a regular file (object or fd)
+    # @param offset [Integer] byte offset into the String or the file
+    # @param count [Integer, nil] bytes; nil (or beyond a file's end): to the end
+    # @param budget [Integer, nil] bytes one step moves at most; nil: 1 MiB
+    # @raise [ArgumentError] a range outside the String, a negative offset, a
+    #   file that is not a regular file (a pipe: use {Fastsock.sendfile})
+    # @raise [TypeError, Errno::ENOTSOCK] +sock+ is not a socket
+    def initialize(sock, source, offset = 0, count = nil, budget: nil)
+      __init(sock, source, offset, count, budget)
+    end
+
+    # One step: sends what the socket takes now, up to {#budget} bytes.
+    #
+    # @param exception [Boolean] false: return +:wait_writable+ instead of
+    #   raising IO::EAGAINWaitWritable
+    # @return [Integer, Symbol] when complete: the bytes sent ({#count});
+    #   else +:wait_writable+ (with +exception: false+)
+    # @raise [IO::EAGAINWaitWritable] not complete yet: wait until the socket
+    #   is writable, then call again
+    # @raise [Errno::EPIPE, Errno::ECONNRESET] the peer is gone (+nbytes+ went out)
+    def send_nonblock(exception: true)
+      return count if __step
+      raise IO::EAGAINWaitWritable, "Fastsock::Sender: #{nbytes} of #{count} bytes" if exception
+
+      :wait_writable
+    end
+
+    # @!method nbytes
+    #   @return [Integer] bytes sent so far
+    # @!method count
+    #   @return [Integer] bytes the transfer sends in all (a file's clamped to its end)
+    # @!method steps
+    #   @return [Integer] steps that moved data
+    # @!method cycles
+    #   @return [Integer] send/sendfile system calls made
+    # @!method complete?
+    #   @return [Boolean] all {#count} bytes went out
+    # @!method ended?
+    #   @return [Boolean] complete or failed
+    # @!method budget
+    #   @return [Integer] bytes one step moves at most
+    # @!method budget=(bytes)
+    #   @param bytes [Integer, nil] nil: the default (1 MiB)
+    # @!method want
+    #   @return [Symbol, nil] +:write+ until it has ended, then nil
+    # @!method socket
+    #   @return [BasicSocket, IO, Integer] the +sock+ it was given
+
+    # @return [IO] the socket as an IO, for IO.select and nio4r
+    def to_io
+      s = socket
+      @to_io ||= s.is_a?(Integer) ? IO.for_fd(s, autoclose: false) : s.to_io
     end
   end
 end

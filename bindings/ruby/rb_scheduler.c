@@ -1,0 +1,296 @@
+/*
+ * The transfers inside a non-blocking fiber with Fiber.scheduler set
+ * (ruby-async, or any scheduler with Ruby 3.1's io_wait). Blocking the
+ * thread there would freeze every other fiber for the whole transfer, so
+ * the data moves in the core's non-blocking steps (fastsock_xfer_step, at
+ * most a budget of bytes each) and every wait goes through the scheduler's
+ * io_wait, with the GVL held throughout: a step never waits.
+ *
+ * What ruby-async 1.30 makes necessary:
+ * - Its io_wait registers the IO object it is given with nio4r, which
+ *   refuses a second registration of one object ("this IO is already
+ *   registered with selector"): a receive in one fiber and a send in
+ *   another on the same socket would collide, and so would a fastsock call
+ *   with the program's own IO#read. Each call therefore waits on an IO of
+ *   its own, over a dup of the socket, which is also the descriptor the
+ *   steps use (so a socket closed by another fiber is never confused with a
+ *   file that takes its number; checked after every wait).
+ * - Its io_wait rescues the Async::TimeoutError that Task#with_timeout
+ *   raises into the waiting fiber and returns nil: a falsy answer before
+ *   the call's own deadline is taken as that, and raised again
+ *   (FASTSOCK_RB_ESCHED, rb_errors.c).
+ * Exceptions that do come out of io_wait (Task#stop's Async::Stop, a
+ * Thread#raise, a with_timeout with another exception class) are caught,
+ * the call cleans up (String unlocked, dup closed), and they are raised
+ * again with nbytes and partial set (FASTSOCK_RB_EJUMP).
+ */
+#include "fastsock_rb.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <ruby/fiber/scheduler.h>
+#include <ruby/io.h>
+
+VALUE fastsock_rb__scheduler(void)
+{
+    return rb_fiber_scheduler_current();
+}
+
+/* The bulk receives in progress under a scheduler, by socket: a second
+ * one on the same socket is refused, since the two would split one stream
+ * between them. On the heap, not in the calls' frames: a fiber that a
+ * scheduler drops without resuming it never unlists itself, and its stack
+ * goes away. Only touched with the GVL held. */
+typedef struct receive_entry {
+    dev_t dev;
+    ino_t ino;
+    struct receive_entry *next;
+} receive_entry;
+
+static receive_entry *receiving;
+
+static int receive_in_progress(dev_t dev, ino_t ino)
+{
+    for (receive_entry *r = receiving; r; r = r->next)
+        if (r->dev == dev && r->ino == ino)
+            return 1;
+    return 0;
+}
+
+static int list_receive(fastsock_rb_call *c)
+{
+    receive_entry *e = malloc(sizeof *e);
+    if (e == NULL)
+        return -ENOMEM;
+    e->dev = c->dev;
+    e->ino = c->ino;
+    e->next = receiving;
+    receiving = e;
+    c->receiving = e;
+    return 0;
+}
+
+static void unlist(fastsock_rb_call *c)
+{
+    if (c->receiving == NULL)
+        return;
+    for (receive_entry **p = &receiving; *p; p = &(*p)->next)
+        if (*p == c->receiving) {
+            *p = c->receiving->next;
+            break;
+        }
+    free(c->receiving);
+    c->receiving = NULL;
+}
+
+/* The call's own descriptor for the socket, and what it names. */
+static fastsock_result open_own(fastsock_rb_call *c)
+{
+    if (c->wait_fd >= 0)
+        return 0;
+    int fd = fcntl(c->fd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+    c->wait_fd = fd;
+    c->dev = st.st_dev;
+    c->ino = st.st_ino;
+    return 0;
+}
+
+static void close_own(fastsock_rb_call *c)
+{
+    unlist(c);
+    if (!NIL_P(c->wait_io)) {
+        rb_io_close(c->wait_io); /* closes wait_fd */
+        c->wait_io = Qnil;
+    } else if (c->wait_fd >= 0) {
+        close(c->wait_fd);
+    }
+    c->wait_fd = -1;
+}
+
+/* -EBADF once the caller's number no longer names the socket. */
+static fastsock_result still_open(const fastsock_rb_call *c)
+{
+    struct stat st;
+    if (fstat(c->fd, &st) < 0 || st.st_dev != c->dev || st.st_ino != c->ino)
+        return -EBADF;
+    return 0;
+}
+
+typedef struct wait_args {
+    VALUE scheduler, io, events, timeout;
+} wait_args;
+
+static VALUE io_wait(VALUE arg)
+{
+    wait_args *a = (wait_args *)arg;
+    return rb_fiber_scheduler_io_wait(a->scheduler, a->io, a->events, a->timeout);
+}
+
+static VALUE open_io(VALUE arg)
+{
+    return rb_io_fdopen(((fastsock_rb_call *)arg)->wait_fd, O_RDWR, NULL);
+}
+
+/* Waits through the scheduler until the socket is ready for events
+ * (FASTSOCK_WANT_*). 0 when it is; -ETIMEDOUT at the call's deadline;
+ * -EBADF when another fiber closed the socket meanwhile; FASTSOCK_RB_ESCHED
+ * or FASTSOCK_RB_EJUMP as above. */
+static fastsock_result wait_for(fastsock_rb_call *c, unsigned events)
+{
+    fastsock_result rc = open_own(c);
+    if (rc < 0)
+        return rc;
+    int state = 0;
+    if (NIL_P(c->wait_io)) {
+        c->wait_io = rb_protect(open_io, (VALUE)c, &state);
+        if (state) {
+            c->wait_io = Qnil;
+            c->jump_state = state;
+            return FASTSOCK_RB_EJUMP;
+        }
+    }
+    int64_t left = fastsock_remaining_ms(c->deadline);
+    if (left == 0)
+        return -ETIMEDOUT;
+    wait_args a = {
+        .scheduler = c->scheduler,
+        .io = c->wait_io,
+        .events = INT2NUM(events == FASTSOCK_WANT_READ ? RUBY_IO_READABLE : RUBY_IO_WRITABLE),
+        .timeout = left < 0 ? Qnil : DBL2NUM((double)left / 1000.0),
+    };
+    VALUE ready = rb_protect(io_wait, (VALUE)&a, &state);
+    if (state) {
+        c->jump_state = state;
+        return FASTSOCK_RB_EJUMP;
+    }
+    if ((rc = still_open(c)) < 0)
+        return rc;
+    if (RTEST(ready))
+        return 0;
+    /* The wait's timeout was the time left, in whole milliseconds from a
+     * truncated clock: at the deadline, now is at most 1 ms short of it. */
+    if (c->deadline >= 0 && fastsock_now_ms() + 1 >= c->deadline)
+        return -ETIMEDOUT;
+    return FASTSOCK_RB_ESCHED;
+}
+
+/* recv_into and send: the system call first, a wait only when it has
+ * nothing to do, so a message that is already there costs no wait. */
+static void single(fastsock_rb_call *c)
+{
+    if (c->op == FASTSOCK_RB_RECV && receiving) {
+        struct stat st;
+        if (fstat(c->fd, &st) == 0 && receive_in_progress(st.st_dev, st.st_ino)) {
+            c->rc = FASTSOCK_RB_EBUSY;
+            return;
+        }
+    }
+    for (;;) {
+        fastsock_ctl ctl = FASTSOCK_CTL_INIT;
+        ctl.timeout_ms = 0;
+        fastsock_result rc = c->op == FASTSOCK_RB_RECV
+            ? fastsock_recv(c->fd, c->base, c->len, c->offset, c->count, c->flags, &ctl)
+            : fastsock_send(c->fd, c->base, c->len, c->offset, c->count, &ctl);
+        c->total += ctl.moved;
+        if (rc != -EAGAIN) {
+            c->rc = rc;
+            return;
+        }
+        rc = wait_for(c, c->op == FASTSOCK_RB_RECV ? FASTSOCK_WANT_READ : FASTSOCK_WANT_WRITE);
+        if (rc < 0) {
+            c->rc = rc;
+            return;
+        }
+    }
+}
+
+/* recvall, recvall_into, sendall, sendfile: one progressive transfer on the
+ * call's own descriptor. */
+static void bulk(fastsock_rb_call *c)
+{
+    fastsock_result rc = open_own(c);
+    if (rc < 0) {
+        c->rc = rc;
+        return;
+    }
+    fastsock_xfer x;
+    switch (c->op) {
+    case FASTSOCK_RB_RECVALL:
+        if (receive_in_progress(c->dev, c->ino)) {
+            c->rc = FASTSOCK_RB_EBUSY;
+            return;
+        }
+        if ((rc = list_receive(c)) < 0) {
+            c->rc = rc;
+            return;
+        }
+        rc = fastsock_xfer_recv_init(&x, c->wait_fd, c->base, c->len, c->offset, c->count);
+        if (c->advise_fresh)
+            x.flags |= FASTSOCK_XFER_FRESH;
+        break;
+    case FASTSOCK_RB_SENDALL:
+        rc = fastsock_xfer_send_init(&x, c->wait_fd, c->base, c->len, c->offset, c->count);
+        break;
+    default:
+        rc = fastsock_xfer_sendfile_init(&x, c->wait_fd, c->file, c->file_offset, c->count);
+        break;
+    }
+    if (rc < 0) {
+        c->rc = rc;
+        return;
+    }
+    size_t before = c->total; /* read-ahead bytes a receive took first */
+    for (;;) {
+        /* Ruby's process-wide ban on huge pages would void the step's
+         * fresh-memory advice: lifted for the step, as the thread path
+         * lifts it for the whole String. */
+        int lifted = (x.flags & FASTSOCK_XFER_FRESH) && !x.advise_stopped
+                         ? fastsock_rb__thp_lift(x.count - x.done)
+                         : 0;
+        fastsock_xfer_step(&x);
+        fastsock_rb__thp_restore(lifted);
+        c->total = before + x.done;
+        if (x.want == 0) {
+            c->rc = x.error < 0 ? x.error : (fastsock_result)x.done;
+            break;
+        }
+        rc = wait_for(c, x.want);
+        if (rc < 0) {
+            c->rc = rc;
+            break;
+        }
+    }
+    if (c->op == FASTSOCK_RB_RECVALL)
+        fastsock_rb__add_cycles(x.cycles);
+    fastsock_xfer_release(&x);
+}
+
+int fastsock_rb__sched_run(fastsock_rb_call *c)
+{
+    /* The core's progressive sendfile needs a seekable file: a pipe could
+     * leave a step blocked in read(2), which no scheduler is watching. */
+    if (c->op == FASTSOCK_RB_SENDFILE && !c->file_seekable)
+        return 0;
+    c->wait_fd = -1;
+    c->wait_io = Qnil;
+    c->receiving = NULL;
+    if (c->op == FASTSOCK_RB_RECV || c->op == FASTSOCK_RB_SEND)
+        single(c);
+    else
+        bulk(c);
+    close_own(c);
+    return 1;
+}
