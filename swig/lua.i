@@ -8,8 +8,10 @@
  * ("numinputs > 1 not supported by this target language module"), while a
  * LuaSocket send needs data, i and j together to clamp like string.sub and to
  * answer with the last index sent; results are LuaSocket's `nil, err,
- * partial` triples built from the ctl after the call; and the socket, file
- * and buffer arguments are foreign userdata that SWIG_ConvertPtr crashes on.
+ * partial` triples built from the ctl after the call; the socket, file
+ * and buffer arguments are foreign userdata that SWIG_ConvertPtr crashes on;
+ * and under a coroutine scheduler the calls yield, through Lua 5.4's
+ * continuations (lua_callk), which SWIG's wrappers don't use.
  * The functions call the same core entry points the interface declares.
  */
 %module fastsock
@@ -37,6 +39,10 @@
 %native(sendall) int fastsock_lua_sendall(lua_State *L);
 %native(sendfile) int fastsock_lua_sendfile(lua_State *L);
 %native(buffer) int fastsock_lua_buffer(lua_State *L);
+%native(receiver) int fastsock_lua_receiver(lua_State *L);
+%native(sender) int fastsock_lua_sender(lua_State *L);
+%native(setwaiter) int fastsock_lua_setwaiter(lua_State *L);
+%native(monotime) int fastsock_lua_monotime(lua_State *L);
 
 %init %{
   fastsock_lua_open(L);

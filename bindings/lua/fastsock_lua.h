@@ -3,13 +3,16 @@
  * The functions take LuaSocket objects, io handles and fastsock.buffer
  * userdata, which SWIG's pointer conversion must never see; they return
  * LuaSocket's `nil, err, partial` triples, which SWIG's Lua typemaps can't
- * build (one input per typemap, one result).
+ * build (one input per typemap, one result); and under a coroutine
+ * scheduler they yield, which needs Lua 5.4's continuations.
  *
  * Where things live:
  *   lua_args.c       socket, data, file, index, count and timeout arguments
  *   lua_errors.c     results: `nil, err, partial`, range errors named by argument
  *   lua_buffer.c     fastsock.buffer, and pinning it while a transfer uses it
  *   lua_calls.c      recvall, recvall_into, recv_into, send, sendall, sendfile
+ *   lua_xfer.c       fastsock.receiver / fastsock.sender: progressive transfers
+ *   lua_scheduler.c  waiting without blocking: cqueues, setwaiter, continuations
  */
 #ifndef FASTSOCK_LUA_H
 #define FASTSOCK_LUA_H
@@ -30,9 +33,16 @@ int fastsock_lua_send(lua_State *L);
 int fastsock_lua_sendall(lua_State *L);
 int fastsock_lua_sendfile(lua_State *L);
 int fastsock_lua_buffer(lua_State *L);
+int fastsock_lua_receiver(lua_State *L);
+int fastsock_lua_sender(lua_State *L);
+int fastsock_lua_setwaiter(lua_State *L);
+int fastsock_lua_monotime(lua_State *L);
 
 /* Creates the metatables; called once from luaopen_fastsock. */
 void fastsock_lua_open(lua_State *L);
+void fastsock_lua_open_buffer(lua_State *L);
+void fastsock_lua_open_scheduler(lua_State *L);
+void fastsock_lua_open_xfer(lua_State *L);
 
 /* ---- lua_buffer.c ----------------------------------------------------------- */
 
@@ -46,7 +56,7 @@ typedef struct fastsock_lua_buf {
     unsigned char *data; /* NULL once released: nothing can free it twice */
     size_t len;
     enum fastsock_lua_buffer_kind kind;
-    unsigned pins;       /* transfers using it: it refuses to close */
+    unsigned pins;       /* suspended transfers using it: it refuses to close */
 } fastsock_lua_buf;
 
 /* Pushes a new zeroed buffer; NULL (errno set) when the memory isn't there.
@@ -123,5 +133,69 @@ int fastsock_lua_nomem(lua_State *L, const char *fn, lua_Integer n, int err);
 
 /* Pushes a copy of p[0, n) as a string, with huge-page advice for large ones. */
 void fastsock_lua_push_bytes(lua_State *L, const char *p, size_t n);
+
+/* ---- lua_scheduler.c ---------------------------------------------------------- */
+
+/* How a call that must wait waits. */
+enum fastsock_lua_waitmode {
+    WAIT_BLOCK = 0, /* poll(2) in C: no scheduler */
+    WAIT_WAITER,    /* the function given to fastsock.setwaiter */
+    WAIT_CQUEUES    /* yield to the cqueues controller running this coroutine */
+};
+enum fastsock_lua_waitmode fastsock_lua_waitmode(lua_State *L);
+
+/* What a wait waits for; the first member of every pollable userdata. */
+typedef struct fastsock_lua_pollable {
+    int fd;
+    unsigned events;   /* FASTSOCK_WANT_* */
+    int64_t deadline;  /* fastsock_deadline(); -1 none */
+    int cqueues_polled; /* fastsock_lua_done_polling has cqueues forget fd */
+} fastsock_lua_pollable;
+
+/*
+ * Waits until p is ready or its deadline, without blocking a scheduler:
+ * calls the waiter, or cqueues.poll(the pollable at pidx), with lua_callk,
+ * so that the wait may yield; k continues afterwards (with ctx), whether or
+ * not it yielded. Pushes nothing that outlives it. Under WAIT_BLOCK it
+ * polls in C and returns: 0, or -EINTR when the interpreter asked for
+ * control (Ctrl-C).
+ */
+int fastsock_lua_wait(lua_State *L, enum fastsock_lua_waitmode mode, int pidx,
+                      lua_KContext ctx, lua_KFunction k);
+/* Once a waiter on p is done with its fd: cqueues forgets it. */
+void fastsock_lua_done_polling(lua_State *L, fastsock_lua_pollable *p);
+/* Pushes a plain pollable (a cqueues pollable for the single-shot calls). */
+fastsock_lua_pollable *fastsock_lua_pollable_push(lua_State *L, int fd, unsigned events,
+                                                  int64_t deadline);
+/* pollfd / events / timeout: cqueues' methods, for any userdata whose first
+ * member is a fastsock_lua_pollable. */
+int fastsock_lua_pollfd_method(lua_State *L);
+int fastsock_lua_events_method(lua_State *L);
+int fastsock_lua_timeout_method(lua_State *L);
+
+/* One receive and one send per socket at a time: a transfer that may be
+ * suspended claims its direction of the fd (FASTSOCK_WANT_READ or _WRITE)
+ * until it ends; a second one is an argument error at arg (two coroutines
+ * receiving on one socket would each get some of the stream). */
+void fastsock_lua_check_unclaimed(lua_State *L, int fd, unsigned dir, int arg);
+void fastsock_lua_claim(lua_State *L, int fd, unsigned dir, int arg);
+void fastsock_lua_unclaim(lua_State *L, int fd, unsigned dir);
+
+/* ---- lua_xfer.c --------------------------------------------------------------- */
+
+/* The bulk calls under a scheduler: a transfer object built from the call's
+ * own arguments, stepped and waited on until it ends, with the call's
+ * result. Each returns as a lua_CFunction does. */
+int fastsock_lua_recvall_stepped(lua_State *L, int fd, lua_Integer n, int64_t timeout_ms,
+                                 enum fastsock_lua_waitmode mode);
+int fastsock_lua_recvall_into_stepped(lua_State *L, int fd, int bufarg, size_t offset,
+                                      size_t count, int64_t timeout_ms,
+                                      enum fastsock_lua_waitmode mode);
+int fastsock_lua_sendall_stepped(lua_State *L, int fd, int dataarg, lua_Integer start,
+                                 size_t offset, size_t count, int64_t timeout_ms,
+                                 enum fastsock_lua_waitmode mode);
+int fastsock_lua_sendfile_stepped(lua_State *L, int fd, fastsock_lua_file *f, int64_t offset,
+                                  size_t count, int64_t timeout_ms,
+                                  enum fastsock_lua_waitmode mode);
 
 #endif

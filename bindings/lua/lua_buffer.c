@@ -221,7 +221,7 @@ static int buffer_repr(lua_State *L)
     return 1;
 }
 
-static void open_buffer(lua_State *L)
+void fastsock_lua_open_buffer(lua_State *L)
 {
     static const luaL_Reg meta[] = {
         { "__len", buffer_len },
@@ -245,9 +245,4 @@ static void open_buffer(lua_State *L)
         lua_setfield(L, -2, "__metatable"); /* scripts can't swap the methods */
     }
     lua_pop(L, 1);
-}
-
-void fastsock_lua_open(lua_State *L)
-{
-    open_buffer(L);
 }

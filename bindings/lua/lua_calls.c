@@ -3,6 +3,13 @@
  * Each reads its arguments (lua_args.c), runs the core's call, and answers
  * in LuaSocket's conventions (lua_errors.c): sends return the index of the
  * last byte sent, failures nil, message, partial.
+ *
+ * Under a scheduler (lua_scheduler.c) the calls must not block the process:
+ * the bulk ones become a transfer object stepped between the scheduler's
+ * waits (lua_xfer.c); the single-shot ones try once without waiting and,
+ * when nothing could move, wait through the scheduler and try again, their
+ * arguments read again from the Lua stack after the wait (a buffer closed
+ * meanwhile is an error, never written into).
  */
 #include "fastsock_lua.h"
 
@@ -96,8 +103,15 @@ int fastsock_lua_recvall(lua_State *L)
     int fd = fastsock_lua_check_sock(L, 1, 1, 1);
     lua_Integer n = luaL_checkinteger(L, 2);
     luaL_argcheck(L, n >= 0, 2, "negative size");
+    int64_t timeout_ms = fastsock_lua_check_timeout(L, 3, 0);
+    fastsock_lua_check_unclaimed(L, fd, FASTSOCK_WANT_READ, 1);
+    enum fastsock_lua_waitmode mode = fastsock_lua_waitmode(L);
+    if (mode != WAIT_BLOCK) {
+        lua_settop(L, 3);
+        return fastsock_lua_recvall_stepped(L, fd, n, timeout_ms, mode);
+    }
     call c;
-    call_init(&c, L, fastsock_lua_check_timeout(L, 3, 0));
+    call_init(&c, L, timeout_ms);
     /* Lua 5.4 can't hand out a string to be filled, so the bytes land in a
      * scratch buffer and are copied once into the result (the contract's
      * one unavoidable copy); the scratch goes at once, not at the next GC. */
@@ -123,8 +137,15 @@ int fastsock_lua_recvall_into(lua_State *L)
     fastsock_lua_buf *b = fastsock_lua_check_buffer(L, 2);
     size_t count = fastsock_lua_opt_count(L, 3);
     size_t offset = fastsock_lua_opt_start(L, 4);
+    int64_t timeout_ms = fastsock_lua_check_timeout(L, 5, 0);
+    fastsock_lua_check_unclaimed(L, fd, FASTSOCK_WANT_READ, 1);
+    enum fastsock_lua_waitmode mode = fastsock_lua_waitmode(L);
+    if (mode != WAIT_BLOCK) {
+        lua_settop(L, 5);
+        return fastsock_lua_recvall_into_stepped(L, fd, 2, offset, count, timeout_ms, mode);
+    }
     call c;
-    call_init(&c, L, fastsock_lua_check_timeout(L, 5, 0));
+    call_init(&c, L, timeout_ms);
     fastsock_result rc = fastsock_recvall(fd, b->data, b->len, offset, count, &c.ctl);
     fastsock_lua_check_range(L, rc, 4, 3);
     if (rc >= 0) {
@@ -134,63 +155,178 @@ int fastsock_lua_recvall_into(lua_State *L)
     return fastsock_lua_fail(L, rc, (lua_Integer)c.ctl.moved);
 }
 
+/* Slot 6 of a single-shot call's stack: its deadline, once it has waited. */
+#define DEADLINE_SLOT 6
+
+/* After a single-shot try found nothing to move: whether to wait through a
+ * scheduler (1, with its deadline in DEADLINE_SLOT and *ctx its mode),
+ * block in the core's own wait (0, *mode WAIT_BLOCK), or end with a
+ * timeout (-1). */
+static int single_wait_how(lua_State *L, lua_KContext *ctx, int64_t timeout_ms,
+                           enum fastsock_lua_waitmode *mode)
+{
+    if (*ctx == 0) {
+        *mode = fastsock_lua_waitmode(L);
+        if (*mode == WAIT_BLOCK)
+            return 0;
+        lua_settop(L, DEADLINE_SLOT - 1);
+        lua_pushinteger(L, fastsock_deadline(timeout_ms));
+        *ctx = *mode;
+    }
+    *mode = (enum fastsock_lua_waitmode) * ctx;
+    if (fastsock_remaining_ms(lua_tointeger(L, DEADLINE_SLOT)) == 0)
+        return -1;
+    return 1;
+}
+
+static void single_waited(lua_State *L);
+
+static void single_wait(lua_State *L, enum fastsock_lua_waitmode mode, int fd, unsigned events,
+                        lua_KContext ctx, lua_KFunction k)
+{
+    lua_settop(L, DEADLINE_SLOT);
+    fastsock_lua_pollable_push(L, fd, events, lua_tointeger(L, DEADLINE_SLOT));
+    fastsock_lua_wait(L, mode, DEADLINE_SLOT + 1, ctx, k);
+    single_waited(L);
+}
+
+/* After a single-shot call's wait, yielded or not. */
+static void single_waited(lua_State *L)
+{
+    fastsock_lua_done_polling(L, lua_touserdata(L, DEADLINE_SLOT + 1));
+    lua_settop(L, DEADLINE_SLOT);
+}
+
+/* ctx: 0 on the first try, else the wait mode (after a wait). */
+static int recv_into_k(lua_State *L, int status, lua_KContext ctx)
+{
+    if (status == LUA_YIELD)
+        single_waited(L);
+    for (;;) {
+        int fd = fastsock_lua_check_sock(L, 1, 1, 0);
+        fastsock_lua_buf *b = fastsock_lua_check_buffer(L, 2);
+        size_t count = fastsock_lua_opt_count(L, 3);
+        size_t offset = fastsock_lua_opt_start(L, 4);
+        int64_t timeout_ms = fastsock_lua_check_timeout(L, 5, 1);
+        if (ctx == 0)
+            fastsock_lua_check_unclaimed(L, fd, FASTSOCK_WANT_READ, 1);
+        call c;
+        call_init(&c, L, 0); /* a try; the waits are below */
+        fastsock_result rc = fastsock_recv(fd, b->data, b->len, offset, count, 0, &c.ctl);
+        if (rc == -EAGAIN && timeout_ms != 0) {
+            enum fastsock_lua_waitmode mode;
+            int how = single_wait_how(L, &ctx, timeout_ms, &mode);
+            if (how > 0) {
+                single_wait(L, mode, fd, FASTSOCK_WANT_READ, ctx, recv_into_k);
+                continue;
+            }
+            if (how == 0) {
+                c.ctl.timeout_ms = timeout_ms;
+                rc = fastsock_recv(fd, b->data, b->len, offset, count, 0, &c.ctl);
+            } else {
+                rc = -ETIMEDOUT;
+            }
+        }
+        fastsock_lua_check_range(L, rc, 4, 3);
+        fastsock_lua_raise_if_not_socket(L, 1, rc);
+        /* rc >= 0 means the range held, so len - offset is the count "all" meant. */
+        size_t asked = count == FASTSOCK_ALL ? b->len - offset : count;
+        if (rc > 0 || (rc == 0 && asked == 0)) {
+            lua_pushinteger(L, rc);
+            return 1;
+        }
+        return fastsock_lua_fail(L, rc == 0 ? FASTSOCK_EOF : rc, (lua_Integer)c.ctl.moved);
+    }
+}
+
 /* recv_into(sock, buf [, n [, i [, timeout]]]) -> count | nil, err, 0 */
 int fastsock_lua_recv_into(lua_State *L)
 {
-    int fd = fastsock_lua_check_sock(L, 1, 1, 0);
-    fastsock_lua_buf *b = fastsock_lua_check_buffer(L, 2);
-    size_t count = fastsock_lua_opt_count(L, 3);
-    size_t offset = fastsock_lua_opt_start(L, 4);
-    call c;
-    call_init(&c, L, fastsock_lua_check_timeout(L, 5, 1));
-    fastsock_result rc = fastsock_recv(fd, b->data, b->len, offset, count, 0, &c.ctl);
-    fastsock_lua_check_range(L, rc, 4, 3);
-    fastsock_lua_raise_if_not_socket(L, 1, rc);
-    /* rc >= 0 means the range held, so len - offset is the count "all" meant. */
-    size_t asked = count == FASTSOCK_ALL ? b->len - offset : count;
-    if (rc > 0 || (rc == 0 && asked == 0)) {
-        lua_pushinteger(L, rc);
-        return 1;
-    }
-    return fastsock_lua_fail(L, rc == 0 ? FASTSOCK_EOF : rc, (lua_Integer)c.ctl.moved);
+    lua_settop(L, 5);
+    return recv_into_k(L, LUA_OK, 0);
 }
 
-/* send / sendall(sock, data [, i [, j [, timeout]]]) -> last | nil, err, last */
-static int send_common(lua_State *L, int all)
+/* send(sock, data [, i [, j [, timeout]]]) -> last | nil, err, last
+ * ctx as for recv_into_k. */
+static int send_k(lua_State *L, int status, lua_KContext ctx)
 {
-    int fd = fastsock_lua_check_sock(L, 1, 0, all);
+    if (status == LUA_YIELD)
+        single_waited(L);
+    for (;;) {
+        int fd = fastsock_lua_check_sock(L, 1, 0, 0);
+        size_t len;
+        const char *data = fastsock_lua_check_data(L, 2, &len);
+        lua_Integer start;
+        size_t offset, count;
+        int nonempty = fastsock_lua_send_range(L, 3, len, &start, &offset, &count);
+        int64_t timeout_ms = fastsock_lua_check_timeout(L, 5, 1);
+        if (!nonempty) {
+            fastsock_lua_verify_sock(L, 1, fd); /* no system call below to tell */
+            lua_pushinteger(L, start - 1);
+            return 1;
+        }
+        if (ctx == 0)
+            fastsock_lua_check_unclaimed(L, fd, FASTSOCK_WANT_WRITE, 1);
+        call c;
+        call_init(&c, L, 0);
+        fastsock_result rc = fastsock_send(fd, data, len, offset, count, &c.ctl);
+        if (rc == -EAGAIN && timeout_ms != 0) {
+            enum fastsock_lua_waitmode mode;
+            int how = single_wait_how(L, &ctx, timeout_ms, &mode);
+            if (how > 0) {
+                single_wait(L, mode, fd, FASTSOCK_WANT_WRITE, ctx, send_k);
+                continue;
+            }
+            if (how == 0) {
+                c.ctl.timeout_ms = timeout_ms;
+                rc = fastsock_send(fd, data, len, offset, count, &c.ctl);
+            } else {
+                rc = -ETIMEDOUT;
+            }
+        }
+        fastsock_lua_raise_if_not_socket(L, 1, rc);
+        if (rc >= 0) {
+            lua_pushinteger(L, start - 1 + rc);
+            return 1;
+        }
+        return fastsock_lua_fail(L, rc, start - 1 + (lua_Integer)c.ctl.moved);
+    }
+}
+
+int fastsock_lua_send(lua_State *L)
+{
+    lua_settop(L, 5);
+    return send_k(L, LUA_OK, 0);
+}
+
+/* sendall(sock, data [, i [, j [, timeout]]]) -> last | nil, err, last */
+int fastsock_lua_sendall(lua_State *L)
+{
+    int fd = fastsock_lua_check_sock(L, 1, 0, 1);
     size_t len;
     const char *data = fastsock_lua_check_data(L, 2, &len);
     lua_Integer start;
     size_t offset, count;
     int nonempty = fastsock_lua_send_range(L, 3, len, &start, &offset, &count);
-    call c;
-    call_init(&c, L, fastsock_lua_check_timeout(L, 5, !all));
+    int64_t timeout_ms = fastsock_lua_check_timeout(L, 5, 0);
     if (!nonempty) {
-        if (!all)
-            fastsock_lua_verify_sock(L, 1, fd); /* no system call below to tell */
         lua_pushinteger(L, start - 1);
         return 1;
     }
-    fastsock_result rc = all ? fastsock_sendall(fd, data, len, offset, count, &c.ctl)
-                             : fastsock_send(fd, data, len, offset, count, &c.ctl);
-    if (!all)
-        fastsock_lua_raise_if_not_socket(L, 1, rc);
+    fastsock_lua_check_unclaimed(L, fd, FASTSOCK_WANT_WRITE, 1);
+    enum fastsock_lua_waitmode mode = fastsock_lua_waitmode(L);
+    if (mode != WAIT_BLOCK) {
+        lua_settop(L, 5);
+        return fastsock_lua_sendall_stepped(L, fd, 2, start, offset, count, timeout_ms, mode);
+    }
+    call c;
+    call_init(&c, L, timeout_ms);
+    fastsock_result rc = fastsock_sendall(fd, data, len, offset, count, &c.ctl);
     if (rc >= 0) {
         lua_pushinteger(L, start - 1 + rc);
         return 1;
     }
     return fastsock_lua_fail(L, rc, start - 1 + (lua_Integer)c.ctl.moved);
-}
-
-int fastsock_lua_send(lua_State *L)
-{
-    return send_common(L, 0);
-}
-
-int fastsock_lua_sendall(lua_State *L)
-{
-    return send_common(L, 1);
 }
 
 /* sendfile(sock, file [, offset [, count [, timeout]]]) -> sent | nil, err, sent
@@ -201,12 +337,21 @@ int fastsock_lua_sendfile(lua_State *L)
     lua_Integer offset = luaL_optinteger(L, 3, 0);
     luaL_argcheck(L, offset >= 0, 3, "negative offset");
     size_t count = fastsock_lua_opt_count(L, 4);
-    call c;
-    call_init(&c, L, fastsock_lua_check_timeout(L, 5, 0));
+    int64_t timeout_ms = fastsock_lua_check_timeout(L, 5, 0);
     fastsock_lua_file f;
     int frc = fastsock_lua_check_file(L, 2, &f);
     if (frc < 0)
         return fastsock_lua_fail(L, frc, 0);
+    fastsock_lua_check_unclaimed(L, sock, FASTSOCK_WANT_WRITE, 1);
+    /* A pipe could leave a step waiting on it, which no scheduler watches:
+     * it blocks, as it always did. */
+    enum fastsock_lua_waitmode mode = f.seekable ? fastsock_lua_waitmode(L) : WAIT_BLOCK;
+    if (mode != WAIT_BLOCK) {
+        lua_settop(L, 5);
+        return fastsock_lua_sendfile_stepped(L, sock, &f, (int64_t)offset, count, timeout_ms, mode);
+    }
+    call c;
+    call_init(&c, L, timeout_ms);
     if (fastsock_lua_file_open(&f) < 0) {
         lua_pushnil(L);
         lua_pushfstring(L, "%s: %s", f.path, strerror(errno));
@@ -220,4 +365,11 @@ int fastsock_lua_sendfile(lua_State *L)
         return 1;
     }
     return fastsock_lua_fail(L, rc, (lua_Integer)c.ctl.moved);
+}
+
+void fastsock_lua_open(lua_State *L)
+{
+    fastsock_lua_open_buffer(L);
+    fastsock_lua_open_scheduler(L);
+    fastsock_lua_open_xfer(L);
 }

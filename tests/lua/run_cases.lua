@@ -11,6 +11,8 @@
 local here = arg[0]:match("^(.*)/") or "."
 local common = dofile(here .. "/common.lua")
 
+local socket = require "socket"
+
 local LANG = "lua"
 local SENTINEL = 0xA5
 
@@ -21,10 +23,15 @@ local function set(list)
 end
 
 local KEYS = set { "op", "req", "sock", "n", "bufsize", "offset", "count", "datalen", "file",
-                   "timeout", "expect", "result", "result_max", "moved", "moved_min", "cycles_max" }
+                   "timeout", "expect", "result", "result_max", "moved", "moved_min", "cycles_max",
+                   "budget", "steps_min" }
 local NUMERIC = set { "n", "bufsize", "offset", "count", "datalen", "timeout", "result",
-                      "result_max", "moved", "moved_min", "cycles_max" }
-local OPS = set { "recvall", "recvall_into", "recv_into", "send", "sendall", "sendfile" }
+                      "result_max", "moved", "moved_min", "cycles_max", "budget", "steps_min" }
+local OPS = set { "recvall", "recvall_into", "recv_into", "send", "sendall", "sendfile",
+                  "recv_steps", "recv_steps_into", "send_steps", "sendfile_steps" }
+-- A progressive op is checked as the blocking call it does step by step.
+local BLOCKING_OF = { recv_steps = "recvall", recv_steps_into = "recvall_into",
+                      send_steps = "sendall", sendfile_steps = "sendfile" }
 local EXPECTS = set { "ok", "closed", "timeout", "reset", "peer_gone", "badarg", "badsock",
                       "nomem", "wouldblock" }
 local SOCKS = set { "fd", "int", "notsock", "closed" }
@@ -59,7 +66,12 @@ local function parse_line(line)
   if c.file and not (c.file == "empty" or c.file:match("^regular:%d+$") or c.file:match("^pipe:%d+$")) then
     error(c.name .. ": unknown file " .. c.file, 0)
   end
-  if c.op == "sendfile" and not c.file then error(c.name .. ": sendfile without file", 0) end
+  if (c.op == "sendfile" or c.op == "sendfile_steps") and not c.file then
+    error(c.name .. ": sendfile without file", 0)
+  end
+  if (c.budget or c.steps_min) and not BLOCKING_OF[c.op] then
+    error(c.name .. ": budget and steps_min are for the progressive ops", 0)
+  end
   return c
 end
 
@@ -104,7 +116,43 @@ end
 
 local function is_integer(v) return math.type(v) == "integer" end
 
+-- Drives a receiver or sender as an event loop does: socket.select on the
+-- connection for what the object wants, a step, again until it ends or the
+-- case's timeout passes. Returns what a pcall of the blocking call would
+-- (true, result... or false, message) and the per-step figures.
+local function drive_steps(c, conn, make)
+  local made, obj = pcall(make)
+  if not made then return { false, obj, n = 2 } end
+  if c.budget then obj:setbudget(c.budget) end
+  local deadline = c.timeout and socket.gettime() + c.timeout
+  local steps, largest = 0, 0
+  while true do
+    local before = obj:progress()
+    local r = table.pack(true, obj:step())
+    local moved = obj:progress() - before
+    if moved > 0 then steps = steps + 1 end
+    largest = math.max(largest, moved)
+    if r[2] ~= nil or r[3] ~= "timeout" then
+      return r, steps, largest, obj
+    end
+    local wait = deadline and deadline - socket.gettime()
+    if wait and wait <= 0 then
+      -- The runner's limit: the object's progress, and for a fresh receive
+      -- the bytes, which closing it hands over.
+      return { true, nil, "timeout", obj:close(), n = 4 }, steps, largest, obj
+    end
+    local want = obj:events()
+    if want == "r" then
+      socket.select({ conn }, nil, wait)
+    else
+      socket.select(nil, { conn }, wait)
+    end
+  end
+end
+
 local function run_case(server, c)
+  local blocking_op = BLOCKING_OF[c.op]
+  c = setmetatable({ op = blocking_op or c.op }, { __index = c })
   local seed, off = common.req_value(c.req, "seed"), common.req_value(c.req, "off")
   -- Built before connecting: building 64 MiB is slow under valgrind, and the
   -- server's pause (sendall_timeout, sendfile_timeout) starts at the
@@ -145,8 +193,32 @@ local function run_case(server, c)
 
   local i, j = c.offset and c.offset + 1, c.count and (c.offset or 0) + c.count
   local buf, data, file, pipe_handle
-  local r
-  if c.op == "recvall" then
+  local r, steps, largest
+  if blocking_op then
+    local make
+    if c.op == "recvall" then
+      make = function() return fastsock.receiver(target, c.n) end
+    elseif c.op == "recvall_into" then
+      buf = fastsock.buffer(c.bufsize):fill(SENTINEL)
+      make = function() return fastsock.receiver(target, buf, c.n, i) end
+    elseif c.op == "sendall" then
+      data = send_data
+      make = function() return fastsock.sender(target, data, i, j) end
+    else
+      if c.file:match("^pipe:") then
+        pipe_handle = assert(io.popen("cat " .. path .. " 2>/dev/null", "r"))
+        file = pipe_handle
+        cleanup[#cleanup + 1] = function() pipe_handle:close() end
+      else
+        file = assert(io.open(path, "rb"))
+        cleanup[#cleanup + 1] = function() file:close() end
+      end
+      make = function() return fastsock.sender(target, file, c.offset, c.count) end
+    end
+    local obj
+    r, steps, largest, obj = drive_steps(c, conn, make)
+    if obj then obj:close() end
+  elseif c.op == "recvall" then
     r = table.pack(pcall(fastsock.recvall, target, c.n, c.timeout))
   elseif is_recv then
     buf = fastsock.buffer(c.bufsize):fill(SENTINEL)
@@ -212,6 +284,14 @@ local function run_case(server, c)
     moved = result
   end
 
+  if blocking_op and r[1] then
+    if c.budget and largest > c.budget then
+      return finish(string.format("a step moved %d bytes, over the budget %d", largest, c.budget))
+    end
+    if c.steps_min and steps < c.steps_min then
+      return finish(string.format("%d steps moved data, expected at least %d", steps, c.steps_min))
+    end
+  end
   if not kind_matches(c.expect, got_kind) then
     return finish(string.format("expected %s, got %s", c.expect, got_kind))
   end
