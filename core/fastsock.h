@@ -18,8 +18,11 @@
  * reads, writes or changes a file that takes the number meanwhile, and it
  * ends with -EBADF (ctl->moved exact) before its next system call. A system
  * call already blocked in the kernel runs on until data moves or the
- * deadline passes. Each bulk call needs one spare descriptor: at the limit it
- * returns -EMFILE before any byte moves. The single-shot fastsock_recv and
+ * deadline passes. A bulk call that has to wait needs one spare descriptor:
+ * at the limit it returns -EMFILE before it waits, with ctl->moved exact.
+ * recvall and sendall of up to 64 KiB first try one non-blocking system call
+ * on the caller's number; one that completes in it never waits, makes no
+ * other system call, and needs no descriptor. The single-shot fastsock_recv and
  * fastsock_send make one system call on the number they are given: a file
  * that took it answers -ENOTSOCK, but another socket that took it can't be
  * told apart. Closing a descriptor that another thread is using is a race in

@@ -293,6 +293,42 @@ static void test_not_a_socket(void)
     fclose(f);
 }
 
+static void *write_late(void *arg)
+{
+    usleep(20000);
+    unsigned char rest[7];
+    for (size_t i = 0; i < sizeof rest; i++)
+        rest[i] = pattern(i);
+    if (write(*(int *)arg, rest, sizeof rest) != (ssize_t)sizeof rest)
+        perror("write");
+    return NULL;
+}
+
+/* Small calls with their data (or room) already there: one system call. One
+ * whose first try comes back short goes on in the session from there. */
+static void test_first_try(void)
+{
+    int sv[2];
+    pair(sv);
+    char buf[16] = { 0 };
+    fastsock_ctl ctl = FASTSOCK_CTL_INIT;
+    CHECK(fastsock_sendall(sv[1], "0123456789", 10, 0, 4, &ctl) == 4 && ctl.moved == 4);
+    CHECK(fastsock_recvall(sv[0], buf, sizeof buf, 0, 4, &ctl) == 4);
+    CHECK(fastsock_recvall_cycles() == 1 && memcmp(buf, "0123", 4) == 0);
+    CHECK(write(sv[1], "abc", 3) == 3);
+    pthread_t t;
+    pthread_create(&t, NULL, write_late, &sv[1]); /* the rest, 20 ms later */
+    ctl.timeout_ms = 5000;
+    CHECK(fastsock_recvall(sv[0], buf, sizeof buf, 0, 10, &ctl) == 10 && ctl.moved == 10);
+    pthread_join(t, NULL);
+    CHECK(memcmp(buf, "abc", 3) == 0 && (unsigned char)buf[3] == pattern(0));
+    CHECK(fastsock_recvall_cycles() >= 2);
+    /* The end of the stream in the first try is the end of the call. */
+    close(sv[1]);
+    CHECK(fastsock_recvall(sv[0], buf, sizeof buf, 0, 4, &ctl) == FASTSOCK_EOF && ctl.moved == 0);
+    close(sv[0]);
+}
+
 /* ---- progressive transfers ------------------------------------------------- */
 
 /* Steps until the transfer ends, polling as a loop would; the largest step. */
@@ -464,6 +500,7 @@ int main(void)
     test_sendfile_pipe_and_bounds();
     test_send_full_socket();
     test_not_a_socket();
+    test_first_try();
     test_xfer_recv_budget_and_fresh();
     test_xfer_never_waits();
     test_xfer_sendfile();
