@@ -23,9 +23,9 @@ source = {
 description = {
    summary = "Bulk socket I/O with few copies and few system calls",
    detailed = [[
-recvall, sendall, sendfile, recvfile, a mutable byte buffer and event-loop
+recvall, sendall, sendfile, a mutable byte buffer and event-loop
 transfers done in C: one allocation per received payload, no slicing copies,
-the kernel's sendfile and splice where it can. Offsets and results follow
+the kernel's sendfile where it can. Offsets and results follow
 LuaSocket (1-based i, j; nil, err, partial).]],
    labels = { "socket", "network", "io" },
 }

@@ -9,9 +9,9 @@ Gem::Specification.new do |s|
   s.name = "fastsock"
   s.version = File.read(File.join(__dir__, "VERSION"))[/\A\d+\.\d+\.\d+/]
   s.summary = "Bulk socket I/O with few copies and few system calls"
-  s.description = "recvall, sendall, sendfile, recvfile and event-loop transfers done in C " \
+  s.description = "recvall, sendall, sendfile and event-loop transfers done in C " \
                   "with the GVL released: one allocation per received payload, no slicing " \
-                  "copies, the kernel's sendfile and splice where it can."
+                  "copies, the kernel's sendfile where it can."
   s.authors = ["fastsock maintainers"]
   s.required_ruby_version = ">= 3.0"
   s.requirements << "a C compiler (Debian: gcc), Ruby's headers (ruby-dev) and SWIG 4 (swig)"

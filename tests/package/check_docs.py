@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Fails when a public name of a built module has no reference entry in docs/.
+
+A reference entry is a Markdown heading whose first code span starts with
+the qualified name, and whose section (up to the next heading) holds an
+example in a fenced code block:
+
+    ### `fastsock.recvall(sock, n, *, timeout=...)`      docs/python.md
+    ### `Fastsock::Receiver#step`                         docs/ruby.md
+    ### `buffer:tostring([i [, j]])`                      docs/lua.md
+
+The public names come from the modules themselves, as built:
+- Python: every public name of fastsock and of each public submodule
+  (fastsock.aio ...): __all__, and any other non-underscore function or
+  class the module defines, plus the public attributes of its classes.
+- Ruby: Fastsock's singleton methods and constants, and the public methods
+  (instance and singleton) of its classes and modules. Fastsock::Native, the
+  SWIG extension the Ruby layer calls, is internal.
+- Lua: every key of the module table, and the methods (__index) of every
+  metatable the module registers as "fastsock.<type>" ("<type>:<method>").
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+
+PY_NAMES = r"""
+import importlib, inspect, json, pkgutil, types
+import fastsock
+
+def public(mod):
+    names = set(getattr(mod, "__all__", []))
+    for n, obj in vars(mod).items():
+        if n.startswith("_") or isinstance(obj, types.ModuleType):
+            continue
+        if getattr(obj, "__module__", None) == mod.__name__:  # not a re-export
+            names.add(n)
+    return names
+
+out = []
+mods = [fastsock] + [importlib.import_module("fastsock." + m.name)
+                     for m in pkgutil.iter_modules(fastsock.__path__) if not m.name.startswith("_")]
+for mod in mods:
+    for n in sorted(public(mod)):
+        obj = getattr(mod, n)
+        q = mod.__name__ + "." + n
+        out.append(q)
+        if inspect.isclass(obj):
+            for a in sorted(vars(obj)):
+                if not a.startswith("_"):
+                    out.append(q + "." + a)
+print(json.dumps(out))
+"""
+
+RUBY_NAMES = r"""
+require "fastsock"
+require "json"
+out = Fastsock.singleton_methods(false).sort.map { |m| "Fastsock.#{m}" }
+Fastsock.constants.sort.each do |c|
+  next if c == :Native
+  out << "Fastsock::#{c}"
+  v = Fastsock.const_get(c)
+  next unless v.is_a?(Module)
+  v.singleton_methods(false).sort.each { |m| out << "Fastsock::#{c}.#{m}" }
+  v.public_instance_methods(false).sort.each { |m| out << "Fastsock::#{c}##{m}" }
+end
+puts JSON.generate(out)
+"""
+
+LUA_NAMES = r"""
+local fastsock = require "fastsock"
+local out = {}
+for k in pairs(fastsock) do out[#out + 1] = "fastsock." .. tostring(k) end
+for k, mt in pairs(debug.getregistry()) do
+  local t = type(k) == "string" and k:match("^fastsock%.([%w_]+)$")
+  if t and type(mt) == "table" and type(mt.__index) == "table" then
+    for m in pairs(mt.__index) do out[#out + 1] = t .. ":" .. tostring(m) end
+  end
+end
+table.sort(out)
+print(table.concat(out, "\n"))
+"""
+
+HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
+CODE_SPAN = re.compile(r"`([^`]+)`")
+PREFIXES = ("class ", "exception ", "async def ", "await ", "module ", "constant ")
+
+
+def entries(path):
+    """{qualified name: has an example} of one reference file."""
+    found = {}
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    current = None
+    in_fence = False
+    for line in lines:
+        if line.startswith("```"):
+            in_fence = not in_fence
+            if current is not None:
+                found[current] = True
+            continue
+        m = None if in_fence else HEADING.match(line)
+        if not m:
+            continue
+        current = None
+        span = CODE_SPAN.search(m.group(2))
+        if not span:
+            continue
+        text = span.group(1).strip()
+        for p in PREFIXES:
+            if text.startswith(p):
+                text = text[len(p):]
+        name = re.split(r"[\s(\[=]", text, maxsplit=1)[0]
+        current = name
+        found.setdefault(name, False)
+    return found
+
+
+def ask(cmd, env_add, parse):
+    env = dict(os.environ, **env_add)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"could not list the public names: {' '.join(cmd[:2])}\n{done.stderr}")
+    return parse(done.stdout)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--docs", required=True)
+    ap.add_argument("--python")
+    ap.add_argument("--pythonpath")
+    ap.add_argument("--ruby")
+    ap.add_argument("--rubylib")
+    ap.add_argument("--lua")
+    ap.add_argument("--lua-cpath")
+    args = ap.parse_args()
+
+    langs = []
+    if args.python:
+        langs.append(("python", ask([args.python, "-B", "-c", PY_NAMES],
+                                    {"PYTHONPATH": args.pythonpath or ""}, json.loads)))
+    if args.ruby:
+        langs.append(("ruby", ask([args.ruby, "-e", RUBY_NAMES], {"RUBYLIB": args.rubylib or ""}, json.loads)))
+    if args.lua:
+        langs.append(("lua", ask([args.lua, "-e", LUA_NAMES], {"LUA_CPATH": args.lua_cpath or ""},
+                                 lambda s: s.split())))
+
+    failed = False
+    for lang, names in langs:
+        doc = os.path.join(args.docs, f"{lang}.md")
+        if not os.path.exists(doc):
+            print(f"{lang}: {doc} is missing")
+            failed = True
+            continue
+        documented = entries(doc)
+        missing = [n for n in names if n not in documented]
+        no_example = [n for n in names if documented.get(n) is False]
+        print(f"{lang}: {len(names)} public names, {len(names) - len(missing)} with an entry in {doc}")
+        for n in missing:
+            print(f"  no entry: {n}")
+        for n in no_example:
+            print(f"  no example in the entry of {n}")
+        failed |= bool(missing or no_example)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
