@@ -1,0 +1,477 @@
+# frozen_string_literal: true
+
+# fastsock inside non-blocking fibers with Fiber.scheduler set (issue 14):
+# every test of SchedulerContract runs against Debian's ruby-async and
+# against MiniScheduler (tests/ruby/mini_scheduler.rb), so the contract does
+# not rest on one gem. Then what is particular to each, and the progressive
+# Receiver/Sender objects outside any scheduler.
+# FASTSOCK_LOOPBACK_SERVER names the server.
+require "minitest/autorun"
+require "async"
+require "fastsock"
+require "openssl"
+require "socket"
+require "tempfile"
+require_relative "loopback"
+require_relative "mini_scheduler"
+
+SERVER = Loopback::Server.new(ENV.fetch("FASTSOCK_LOOPBACK_SERVER"))
+Minitest.after_run { SERVER.stop }
+
+module Helpers
+  def setup
+    @open = []
+  end
+
+  def teardown
+    @open.each { |io| io.close unless io.closed? }
+  end
+
+  def connect(request)
+    SERVER.connect(request).tap { |s| @open << s }
+  end
+
+  def now = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+  def stream(seed, off, len) = Loopback.stream(seed, off, len)
+end
+
+# What every scheduler must get. Including classes define
+#   in_scheduler { ... }  runs the block in a non-blocking fiber, returns its value
+#   spawn { ... }         starts another fiber in the same scheduler; returns a handle
+#   join(handle)          waits for it, returns its value or raises its exception
+#   stop(handle)          stops it at its current wait (Async::Task#stop, or Fiber#raise)
+module SchedulerContract
+  include Helpers
+
+  # The fibers' scheduler is the one asked: fastsock must not block the thread.
+  def test_other_fibers_run_during_a_big_recvall
+    n = 32 << 20
+    sock = connect("gen len=#{n} seed=1")
+    beats, data = in_scheduler do
+      count = 0
+      done = false
+      hb = spawn do
+        until done
+          sleep 0.001
+          count += 1
+        end
+      end
+      d = Fastsock.recvall(sock, n)
+      done = true
+      join(hb)
+      [count, d]
+    end
+    assert_equal n, data.bytesize
+    assert_equal stream(1, 0, n), data
+    assert_equal Encoding::BINARY, data.encoding
+    assert_operator beats, :>=, 3, "the heartbeat fiber never ran during the transfer"
+  end
+
+  def test_a_trickled_recvall_waits_through_the_scheduler
+    sock = connect("gen len=40000 seed=2 trickle=4000:20")
+    beats, data = in_scheduler do
+      count = 0
+      done = false
+      hb = spawn do
+        until done
+          sleep 0.005
+          count += 1
+        end
+      end
+      d = Fastsock.recvall(sock, 40_000)
+      done = true
+      join(hb)
+      [count, d]
+    end
+    assert_equal stream(2, 0, 40_000), data
+    assert_operator beats, :>=, 10 # ~200 ms of trickle, 5 ms beats
+  end
+
+  def test_every_call_under_the_scheduler
+    in_scheduler do
+      buf = +"ab"
+      s = connect("gen len=70000 seed=3")
+      assert_equal 70_000, Fastsock.recvall_into(s, buf, 70_000, 2)
+      assert_equal "ab".b + stream(3, 0, 70_000), buf.b
+
+      s = connect("gen len=100 seed=4")
+      small = "\0".b * 100
+      got = 0
+      while got < 100
+        k = Fastsock.recv_into(s, small, 100 - got, got)
+        break if k.nil?
+
+        got += k
+      end
+      assert_equal stream(4, 0, 100), small
+      assert_nil Fastsock.recv_into(s, small, 10)
+
+      data = stream(5, 0, 3 << 20)
+      s = connect("sink seed=5 off=0")
+      off = 0
+      off += Fastsock.send(s, data, off) while off < 1000
+      assert_equal data.bytesize - off, Fastsock.sendall(s, data, off)
+      assert_equal [data.bytesize, data.bytesize], Loopback.sink_answer(s)
+
+      Tempfile.create("fastsock-sched") do |f|
+        f.binmode
+        f.write(data)
+        f.flush
+        s = connect("sink seed=5 off=1000")
+        assert_equal data.bytesize - 1000, Fastsock.sendfile(s, f, 1000)
+        assert_equal data.bytesize, f.pos
+        assert_equal [data.bytesize - 1000] * 2, Loopback.sink_answer(s)
+      end
+    end
+  end
+
+  def test_the_timeout_keyword_reports_what_came
+    sock = connect("gen len=100000 seed=6 stall=12345 stall_ms=3000")
+    err, dt = in_scheduler do
+      t0 = now
+      e = assert_raises(Fastsock::TimeoutError) { Fastsock.recvall(sock, 100_000, timeout: 0.3) }
+      [e, now - t0]
+    end
+    assert_equal 12_345, err.nbytes
+    assert_equal stream(6, 0, 12_345), err.partial
+    assert_operator dt, :<, 2.0
+  end
+
+  def test_end_of_stream_and_reset_lose_nothing
+    in_scheduler do
+      s = connect("gen len=100000 seed=7 close=54321")
+      e = assert_raises(Fastsock::IncompleteError) { Fastsock.recvall(s, 100_000) }
+      assert_equal [54_321, 100_000], [e.nbytes, e.expected]
+      assert_equal stream(7, 0, 54_321), e.partial
+
+      s = connect("gen len=100000 seed=8 reset=4321")
+      buf = +""
+      e = assert_raises(Errno::ECONNRESET) { Fastsock.recvall_into(s, buf, 100_000) }
+      assert_equal 4321, e.nbytes
+      assert_equal stream(8, 0, 4321), buf.b
+    end
+  end
+
+  def test_a_socket_closed_by_another_fiber
+    sock = connect("gen len=10000000 seed=9 trickle=2000:5")
+    err = in_scheduler do
+      closer = spawn do
+        sleep 0.1
+        sock.close
+      end
+      e = assert_raises(Errno::EBADF, IOError) { Fastsock.recvall(sock, 10_000_000, timeout: 10) }
+      join(closer)
+      e
+    end
+    assert_operator err.nbytes, :>, 0
+    assert_equal stream(9, 0, err.nbytes), err.partial
+  end
+
+  def test_two_receives_on_one_socket_are_refused
+    sock = connect("gen len=100000 seed=10 stall=1000 stall_ms=3000")
+    first, second = in_scheduler do
+      a = spawn do
+        Fastsock.recvall(sock, 100_000, timeout: 0.4)
+      rescue Fastsock::TimeoutError => e
+        e
+      end
+      sleep 0.05 # a is waiting
+      b = begin
+        Fastsock.recvall(sock, 10)
+      rescue Fastsock::BusyError => e
+        e
+      end
+      [join(a), b]
+    end
+    assert_kind_of Fastsock::BusyError, second
+    assert_kind_of IOError, second
+    assert_match(/another fiber is receiving/, second.message)
+    assert_kind_of Fastsock::TimeoutError, first
+    assert_equal 1000, first.nbytes
+    assert_equal stream(10, 0, 1000), first.partial
+  end
+
+  def test_full_duplex_on_one_socket
+    n = 8 << 20
+    data = stream(11, 0, n)
+    sock = connect("echo")
+    got = in_scheduler do
+      reader = spawn { Fastsock.recvall(sock, n) }
+      writer = spawn { Fastsock.sendall(sock, data) }
+      assert_equal n, join(writer)
+      join(reader)
+    end
+    assert_equal data, got
+  end
+
+  def test_tls_and_non_sockets_are_refused
+    a, b = UNIXSocket.pair
+    @open << a << b
+    r, w = IO.pipe
+    @open << r << w
+    in_scheduler do
+      e = assert_raises(TypeError) { Fastsock.recvall(OpenSSL::SSL::SSLSocket.new(a), 1) }
+      assert_match(/SSLSocket/, e.message)
+      assert_raises(Errno::ENOTSOCK) { Fastsock.recvall(r, 1) }
+      assert_raises(Errno::ENOTSOCK) { Fastsock.sendall(w, "x") }
+    end
+  end
+
+  # A stopped task returns nothing: the position lives in the caller's
+  # String, whose bytesize is what came. 1,000 stops at random points, the
+  # stream resumed from there each time, and verified end to end.
+  def test_a_thousand_stops_lose_nothing
+    n = 6 << 20
+    sock = connect("gen len=#{n} seed=12 trickle=4096:1")
+    buf = String.new(encoding: Encoding::BINARY)
+    stops = in_scheduler do
+      count = 0
+      while buf.bytesize < n
+        t = spawn { Fastsock.recvall_into(sock, buf, n - buf.bytesize, buf.bytesize) }
+        if count < 1000
+          sleep(rand * 0.0005)
+          count += 1 if stop(t)
+        end
+        join(t)
+      end
+      count
+    end
+    assert_equal 1000, stops
+    assert_equal n, buf.bytesize
+    assert_equal stream(12, 0, n), buf
+  end
+
+  def test_a_receiver_in_a_fiber
+    n = 3 << 20
+    sock = connect("gen len=#{n} seed=13")
+    data = in_scheduler do
+      rx = Fastsock::Receiver.new(sock, n, budget: 256 << 10)
+      sock.wait_readable while (r = rx.recv_nonblock(exception: false)) == :wait_readable
+      r
+    end
+    assert_equal stream(13, 0, n), data
+  end
+end
+
+class AsyncSchedulerTest < Minitest::Test
+  include SchedulerContract
+
+  # Async 1.30's Task#wait raises a result that is an exception, and these
+  # blocks return the exceptions they caught: wrapped.
+  def in_scheduler
+    Async { [yield] }.wait.first
+  end
+
+  def spawn = Async { [yield] }
+  def join(task) = task.wait&.first
+
+  # true when the task was still running.
+  def stop(task)
+    running = task.running?
+    task.stop
+    running
+  end
+
+  def test_with_timeout_is_raised_with_the_progress
+    sock = connect("gen len=100000 seed=20 stall=2222 stall_ms=3000")
+    err = Async do |task|
+      task.with_timeout(0.3) { Fastsock.recvall(sock, 100_000) }
+    rescue Async::TimeoutError => e
+      [e]
+    end.wait.first
+    assert_kind_of Async::TimeoutError, err
+    assert_equal 2222, err.nbytes
+    assert_equal stream(20, 0, 2222), err.partial
+  end
+
+  def test_task_stop_carries_the_progress
+    sock = connect("gen len=100000 seed=21 stall=3333 stall_ms=3000")
+    seen = nil
+    Async do |task|
+      t = task.async do
+        Fastsock.recvall(sock, 100_000)
+      rescue Exception => e # rubocop:disable Lint/RescueException
+        seen = e
+        raise
+      end
+      sleep 0.2
+      t.stop
+    end.wait
+    assert_equal 3333, seen.nbytes
+    assert_equal stream(21, 0, 3333), seen.partial
+  end
+
+  def test_thread_raise_reaches_a_reactor_waiting_in_fastsock
+    sock = connect("gen len=100000 seed=22 stall=10 stall_ms=3000")
+    th = Thread.new { Async { Fastsock.recvall(sock, 100_000) }.wait }
+    th.report_on_exception = false
+    sleep 0.3
+    t0 = now
+    th.raise(RuntimeError, "stop")
+    err = assert_raises(RuntimeError) { th.join }
+    assert_equal "stop", err.message
+    assert_operator now - t0, :<, 1.0
+  end
+end
+
+class MiniSchedulerTest < Minitest::Test
+  include SchedulerContract
+
+  def in_scheduler
+    value = error = nil
+    Thread.new do
+      @sched = MiniScheduler.new
+      Fiber.set_scheduler(@sched)
+      Fiber.schedule do
+        value = yield
+      rescue Exception => e # rubocop:disable Lint/RescueException
+        error = e
+      end
+      @sched.run
+    ensure
+      Fiber.set_scheduler(nil)
+    end.join
+    raise error if error
+
+    value
+  end
+
+  Handle = Struct.new(:fiber, :value, :error, :done)
+
+  def spawn
+    h = Handle.new(nil, nil, nil, false)
+    h.fiber = Fiber.schedule do
+      h.value = yield
+    rescue Exception => e # rubocop:disable Lint/RescueException
+      h.error = e
+    ensure
+      h.done = true
+    end
+    h
+  end
+
+  def join(handle)
+    sleep 0.001 until handle.done
+    raise handle.error if handle.error && !handle.error.is_a?(StopTest)
+
+    handle.value
+  end
+
+  class StopTest < StandardError; end
+
+  def stop(handle)
+    return false if handle.done
+
+    handle.fiber.raise(StopTest)
+    true
+  end
+
+  def test_a_wait_the_scheduler_cuts_short_is_a_timeout_with_the_progress
+    sock = connect("gen len=100000 seed=30 stall=3000 stall_ms=3000")
+    err = in_scheduler do
+      me = Fiber.current
+      cutter = spawn do
+        sleep 0.2
+        @sched.cut(me)
+      end
+      e = assert_raises(Fastsock::TimeoutError) { Fastsock.recvall(sock, 100_000) }
+      join(cutter)
+      e
+    end
+    assert_equal 3000, err.nbytes
+    assert_equal stream(30, 0, 3000), err.partial
+  end
+end
+
+# The progressive objects, outside any scheduler.
+class ProgressiveTest < Minitest::Test
+  include Helpers
+
+  def test_a_fresh_result_is_handed_out_only_when_complete
+    sock = connect("gen len=300000 seed=40 trickle=30000:10")
+    rx = Fastsock::Receiver.new(sock, 300_000, budget: 50_000)
+    assert_raises(IO::EAGAINWaitReadable) { rx.recv_nonblock } until rx.nbytes.positive?
+    refute rx.complete?
+    assert_nil rx.result
+    assert_equal :read, rx.want
+    until (r = rx.recv_nonblock(exception: false)).is_a?(String)
+      assert_nil rx.result
+      IO.select([rx])
+      GC.start
+      GC.compact if GC.respond_to?(:compact)
+    end
+    assert_same r, rx.result
+    assert_equal stream(40, 0, 300_000), r
+    assert_nil rx.want
+    assert_operator rx.steps, :>=, 6
+  end
+
+  def test_a_target_string_shows_only_what_came
+    sock = connect("gen len=200000 seed=41 trickle=20000:5")
+    buf = +"head"
+    rx = Fastsock::Receiver.new(sock, 200_000, buf, 4, budget: 30_000)
+    loop do
+      r = rx.recv_nonblock(exception: false)
+      assert_equal 4 + rx.nbytes, buf.bytesize
+      assert_equal "head".b + stream(41, 0, rx.nbytes), buf.b
+      break if r == 200_000
+
+      IO.select([sock])
+      GC.compact if GC.respond_to?(:compact)
+    end
+    assert rx.complete?
+  end
+
+  def test_a_shortened_target_is_refused
+    sock = connect("gen len=100000 seed=42 trickle=10000:10")
+    buf = +""
+    rx = Fastsock::Receiver.new(sock, 100_000, buf)
+    IO.select([sock])
+    rx.recv_nonblock(exception: false)
+    buf.clear
+    IO.select([sock])
+    assert_raises(RuntimeError) { rx.recv_nonblock(exception: false) }
+  end
+
+  def test_a_sender_sends_the_string_as_it_was
+    data = stream(43, 0, 1 << 20)
+    src = data.dup
+    sock = connect("sink seed=43 off=0")
+    tx = Fastsock::Sender.new(sock, src, budget: 100_000)
+    src.replace("changed")
+    IO.select(nil, [tx]) while tx.send_nonblock(exception: false) == :wait_writable
+    assert_equal data.bytesize, tx.nbytes
+    assert_equal [data.bytesize] * 2, Loopback.sink_answer(sock)
+  end
+
+  def test_a_file_sender_leaves_the_position_after_what_went
+    Tempfile.create("fastsock-sender") do |f|
+      f.binmode
+      f.write(stream(44, 0, 500_000))
+      f.flush
+      sock = connect("sink seed=44 off=1000")
+      tx = Fastsock::Sender.new(sock, f, 1000, nil)
+      tx.send_nonblock
+    rescue IO::EAGAINWaitWritable
+      IO.select(nil, [sock])
+      retry
+    else
+      assert_equal 499_000, tx.count
+      assert_equal 500_000, f.pos
+      assert_equal [499_000] * 2, Loopback.sink_answer(sock)
+    end
+  end
+
+  def test_end_of_stream_gives_the_partial
+    sock = connect("gen len=10000 seed=45 close=777")
+    rx = Fastsock::Receiver.new(sock, 10_000)
+    err = assert_raises(Fastsock::IncompleteError) do
+      IO.select([sock]) while rx.recv_nonblock(exception: false) == :wait_readable
+    end
+    assert_equal 777, err.nbytes
+    assert_equal stream(45, 0, 777), err.partial
+    assert_equal stream(45, 0, 777), rx.partial
+    assert rx.ended?
+    assert_raises(Fastsock::IncompleteError) { rx.recv_nonblock }
+  end
+end
