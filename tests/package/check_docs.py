@@ -113,7 +113,7 @@ def entries(path):
         for p in PREFIXES:
             if text.startswith(p):
                 text = text[len(p):]
-        name = re.split(r"[\s(\[=]", text, maxsplit=1)[0]
+        name = re.split(r"[\s(\[]", text, maxsplit=1)[0]
         current = name
         found.setdefault(name, False)
     return found
