@@ -13,6 +13,7 @@ The public names come from the modules themselves, as built:
 - Python: every public name of fastsock and of each public submodule
   (fastsock.aio ...): __all__, and any other non-underscore function or
   class the module defines, plus the public attributes of its classes.
+  Each of them (and each module) must also have a docstring, for pydoc.
 - Ruby: Fastsock's singleton methods and constants, and the public methods
   (instance and singleton) of its classes and modules. Fastsock::Native, the
   SWIG extension the Ruby layer calls, is internal.
@@ -40,19 +41,28 @@ def public(mod):
             names.add(n)
     return names
 
-out = []
+def documented(obj):
+    return bool((getattr(obj, "__doc__", None) or "").strip())
+
+out, nodoc = [], []
 mods = [fastsock] + [importlib.import_module("fastsock." + m.name)
                      for m in pkgutil.iter_modules(fastsock.__path__) if not m.name.startswith("_")]
 for mod in mods:
+    if not documented(mod):
+        nodoc.append(mod.__name__)
     for n in sorted(public(mod)):
         obj = getattr(mod, n)
         q = mod.__name__ + "." + n
         out.append(q)
+        if callable(obj) and not documented(obj):
+            nodoc.append(q)
         if inspect.isclass(obj):
-            for a in sorted(vars(obj)):
+            for a, v in sorted(vars(obj).items()):
                 if not a.startswith("_"):
                     out.append(q + "." + a)
-print(json.dumps(out))
+                    if not documented(v):
+                        nodoc.append(q + "." + a)
+print(json.dumps({"names": out, "nodoc": nodoc}))
 """
 
 RUBY_NAMES = r"""
@@ -139,16 +149,21 @@ def main():
     args = ap.parse_args()
 
     langs = []
+    failed = False
     if args.python:
-        langs.append(("python", ask([args.python, "-B", "-c", PY_NAMES],
-                                    {"PYTHONPATH": args.pythonpath or ""}, json.loads)))
+        py = ask([args.python, "-B", "-c", PY_NAMES], {"PYTHONPATH": args.pythonpath or ""}, json.loads)
+        langs.append(("python", py["names"]))
+        # What `python3 -m pydoc fastsock` shows: every public module,
+        # function, class and method carries a docstring.
+        for n in py["nodoc"]:
+            print(f"python: no docstring: {n}")
+            failed = True
     if args.ruby:
         langs.append(("ruby", ask([args.ruby, "-e", RUBY_NAMES], {"RUBYLIB": args.rubylib or ""}, json.loads)))
     if args.lua:
         langs.append(("lua", ask([args.lua, "-e", LUA_NAMES], {"LUA_CPATH": args.lua_cpath or ""},
                                  lambda s: s.split())))
 
-    failed = False
     for lang, names in langs:
         doc = os.path.join(args.docs, f"{lang}.md")
         if not os.path.exists(doc):
