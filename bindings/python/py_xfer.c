@@ -101,14 +101,15 @@ static fastsock_py_xfer *fastsock_py_xfer_new(PyTypeObject *type, PyObject *sock
     return self;
 }
 
-/* Receiver(sock, n=None, *, buffer=None, offset=0, budget=None) */
-static PyObject *fastsock_py_receiver_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+/* Receiver(sock, n=None, *, buffer=None, offset=0, budget=None); arguments
+ * not given are NULL. */
+static PyObject *fastsock_py_receiver_make(PyTypeObject *type, PyObject *sock, PyObject *n_obj,
+                                           PyObject *buffer, PyObject *offset_obj, PyObject *budget_obj)
 {
-    static char *names[] = { "sock", "n", "buffer", "offset", "budget", NULL };
-    PyObject *sock, *n_obj = Py_None, *buffer = Py_None, *offset_obj = NULL, *budget_obj = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O$OOO:Receiver", names, &sock, &n_obj, &buffer,
-                                     &offset_obj, &budget_obj))
-        return NULL;
+    if (n_obj == NULL)
+        n_obj = Py_None;
+    if (buffer == NULL)
+        buffer = Py_None;
     int into = buffer != Py_None;
     const char *fn = into ? "recvall_into" : "recvall";
     if (!into && n_obj == Py_None) {
@@ -184,14 +185,39 @@ fail:
     return NULL;
 }
 
-/* Sender(sock, data, offset=0, count=None, *, budget=None) */
-static PyObject *fastsock_py_sender_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+static PyObject *fastsock_py_receiver_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *names[] = { "sock", "data", "offset", "count", "budget", NULL };
-    PyObject *sock, *data, *offset_obj = NULL, *count_obj = Py_None, *budget_obj = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|OO$O:Sender", names, &sock, &data, &offset_obj,
-                                     &count_obj, &budget_obj))
+    static char *names[] = { "sock", "n", "buffer", "offset", "budget", NULL };
+    PyObject *sock, *n_obj = NULL, *buffer = NULL, *offset_obj = NULL, *budget_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O$OOO:Receiver", names, &sock, &n_obj, &buffer,
+                                     &offset_obj, &budget_obj))
         return NULL;
+    return fastsock_py_receiver_make(type, sock, n_obj, buffer, offset_obj, budget_obj);
+}
+
+static fastsock_py_params fastsock_py_receiver_params = {
+    "Receiver", 2, 1, 3, { "sock", "n", "buffer", "offset", "budget" }, { NULL }
+};
+
+/* The same through vectorcall: a selectors loop may make one per message,
+ * and PyArg_ParseTupleAndKeywords was half of a Receiver(sock, 64,
+ * buffer=buf)'s cost. */
+static PyObject *fastsock_py_receiver_vectorcall(PyObject *type, PyObject *const *args, size_t nargsf,
+                                                 PyObject *kwnames)
+{
+    PyObject *arg[FASTSOCK_PY_MAX_PARAMS];
+    if (fastsock_py_parse(&fastsock_py_receiver_params, args, PyVectorcall_NARGS(nargsf), kwnames, arg) < 0)
+        return NULL;
+    return fastsock_py_receiver_make((PyTypeObject *)type, arg[0], arg[1], arg[2], arg[3], arg[4]);
+}
+
+/* Sender(sock, data, offset=0, count=None, *, budget=None); arguments not
+ * given are NULL. */
+static PyObject *fastsock_py_sender_make(PyTypeObject *type, PyObject *sock, PyObject *data,
+                                         PyObject *offset_obj, PyObject *count_obj, PyObject *budget_obj)
+{
+    if (count_obj == NULL)
+        count_obj = Py_None;
     const char *fn = "sendall";
     int fd;
     fastsock_py_xfer *self = fastsock_py_xfer_new(type, sock, &fd, fn);
@@ -222,6 +248,29 @@ static PyObject *fastsock_py_sender_new(PyTypeObject *type, PyObject *args, PyOb
 fail:
     Py_DECREF(self);
     return NULL;
+}
+
+static PyObject *fastsock_py_sender_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *names[] = { "sock", "data", "offset", "count", "budget", NULL };
+    PyObject *sock, *data, *offset_obj = NULL, *count_obj = NULL, *budget_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|OO$O:Sender", names, &sock, &data, &offset_obj,
+                                     &count_obj, &budget_obj))
+        return NULL;
+    return fastsock_py_sender_make(type, sock, data, offset_obj, count_obj, budget_obj);
+}
+
+static fastsock_py_params fastsock_py_sender_params = {
+    "Sender", 4, 2, 1, { "sock", "data", "offset", "count", "budget" }, { NULL }
+};
+
+static PyObject *fastsock_py_sender_vectorcall(PyObject *type, PyObject *const *args, size_t nargsf,
+                                               PyObject *kwnames)
+{
+    PyObject *arg[FASTSOCK_PY_MAX_PARAMS];
+    if (fastsock_py_parse(&fastsock_py_sender_params, args, PyVectorcall_NARGS(nargsf), kwnames, arg) < 0)
+        return NULL;
+    return fastsock_py_sender_make((PyTypeObject *)type, arg[0], arg[1], arg[2], arg[3], arg[4]);
 }
 
 /* Sender.from_file(sock, file, offset=0, count=None, *, budget=None) */
@@ -589,8 +638,14 @@ int fastsock_py_xfer_init(PyObject *m)
     fastsock_py_receiver_type = (PyTypeObject *)PyType_FromSpec(&fastsock_py_receiver_spec);
     if (fastsock_py_receiver_type == NULL)
         return -1;
+    fastsock_py_receiver_type->tp_vectorcall = fastsock_py_receiver_vectorcall;
+    if (fastsock_py_intern_params(&fastsock_py_receiver_params) < 0)
+        return -1;
     fastsock_py_sender_type = (PyTypeObject *)PyType_FromSpec(&fastsock_py_sender_spec);
     if (fastsock_py_sender_type == NULL)
+        return -1;
+    fastsock_py_sender_type->tp_vectorcall = fastsock_py_sender_vectorcall;
+    if (fastsock_py_intern_params(&fastsock_py_sender_params) < 0)
         return -1;
     /* The module holds one reference each, these statics another. */
     Py_INCREF(fastsock_py_receiver_type);

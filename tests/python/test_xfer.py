@@ -122,6 +122,15 @@ class ReceiverTest(unittest.TestCase):
                 fastsock.Receiver(b)
             with self.assertRaisesRegex(ValueError, "budget"):
                 fastsock.Receiver(b, 1, budget=0)
+            # A def's messages for a wrong call (the constructors are vectorcalls).
+            with self.assertRaisesRegex(TypeError, "takes from 1 to 2 positional arguments but 3"):
+                fastsock.Receiver(b, 1, buf)
+            with self.assertRaisesRegex(TypeError, "unexpected keyword argument 'bogus'"):
+                fastsock.Receiver(b, 1, bogus=2)
+            with self.assertRaisesRegex(TypeError, "missing 1 required positional argument: 'data'"):
+                fastsock.Sender(b)
+            with self.assertRaisesRegex(TypeError, "multiple values for argument 'offset'"):
+                fastsock.Sender(b, b"x", 0, offset=0)
             del r
             a.sendall(b"q")
             self.assertEqual(b.recv(1), b"q")  # nothing was consumed by refusals
