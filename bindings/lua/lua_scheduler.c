@@ -3,11 +3,12 @@
  * fastsock call that has to wait hands the wait to the scheduler and yields,
  * so that the scheduler's other coroutines run meanwhile.
  *
- * Which scheduler: a waiter registered with fastsock.setwaiter(fn) first;
- * else cqueues, when cqueues.running() says this coroutine is the one its
+ * Which scheduler, in a coroutine (outside any, the calls block as they
+ * always did): a waiter registered with fastsock.setwaiter(fn) first; else
+ * cqueues, when cqueues.running() says this coroutine is the one its
  * controller resumes (a coroutine nested inside it would hand cqueues'
  * yield to its own resumer instead); else none, and the call blocks in
- * poll(2) as it always did.
+ * poll(2).
  *
  * The waits are Lua calls made with lua_callk (cqueues.poll and a waiter
  * yield from Lua), so the C function that waits ends at the yield and its
@@ -32,9 +33,11 @@ enum fastsock_lua_waitmode fastsock_lua_waitmode(lua_State *L)
 {
     int top = lua_gettop(L);
     enum fastsock_lua_waitmode mode = WAIT_BLOCK;
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &waiter_key) != LUA_TNIL) {
+    if (!lua_isyieldable(L)) {
+        /* The main thread, or a C boundary no yield can cross: block. */
+    } else if (lua_rawgetp(L, LUA_REGISTRYINDEX, &waiter_key) != LUA_TNIL) {
         mode = WAIT_WAITER;
-    } else if (lua_isyieldable(L)) {
+    } else {
         /* cqueues is in package.loaded once anything required it; without
          * it no controller can be running. */
         lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
@@ -167,7 +170,11 @@ fastsock_lua_pollable *fastsock_lua_pollable_push(lua_State *L, int fd, unsigned
 /** The fd to poll. @function pollfd */
 int fastsock_lua_pollfd_method(lua_State *L)
 {
-    lua_pushinteger(L, check_pollable(L)->fd);
+    fastsock_lua_pollable *p = check_pollable(L);
+    /* Whoever asks is polling, cqueues.poll(receiver) in a program's own
+     * loop too: at the end the transfer has cqueues forget the fd. */
+    p->cqueues_polled = 1;
+    lua_pushinteger(L, p->fd);
     return 1;
 }
 
