@@ -129,6 +129,8 @@ class AioTest(unittest.TestCase):
                 got_a, sent_a, got_b, sent_b = await asyncio.gather(*tasks)
                 self.assertEqual((sent_a, sent_b), (n, n))
                 self.assertTrue(got_a == data and got_b == data)
+                # Nothing left behind: no claim on the fds, no shared budget state.
+                self.assertEqual((aio._busy, aio._loops), ({}, {}))
 
         run(main())
 

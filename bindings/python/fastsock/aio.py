@@ -61,11 +61,13 @@ from . import Receiver, Sender, _set_position
 
 __all__ = ["recvall", "recvall_into", "sendall", "sendfile", "transfer", "progress"]
 
-# Bytes that all the transfers of one loop move per loop iteration, shared
-# evenly between those that are running: a step of one transfer alone is
-# well under a millisecond of copying (and of page faults for a fresh
-# result), and 64 at once don't add up to more. Larger steps bought no MB/s
-# on loopback (256 MiB: 512 KiB to 4 MiB all ~1.8-2.0 GB/s) but longer stalls.
+# Bytes that all the transfers of one loop move per loop iteration, together
+# (each step gets an even share of it, MIN_BUDGET at least; once it is spent,
+# the rest wait for the next iteration): one transfer's step is well under a
+# millisecond of copying (and of page faults for a fresh result), and 64 at
+# once don't add up to more. Larger steps bought no MB/s on loopback (one
+# 256 MiB transfer: 512 KiB to 4 MiB all ~1.8-2.0 GB/s) but longer stalls;
+# 64 transfers with a share each but no common bound stalled 13-60 ms.
 LOOP_BUDGET = 1 << 20
 # No transfer's step gets less, however many run: below this the loop's own
 # cost per step would dominate.
@@ -77,8 +79,29 @@ _READ, _WRITE = 1, 2
 # (fd, direction) -> the transfer running there: two receives (or sends) at
 # once on one socket are an error, not a silently replaced reader.
 _busy = {}
-# loop -> number of its transfers running, for the shared budget.
-_running = {}
+# loop -> [transfers running, bytes left in this loop iteration, refill
+# scheduled]: the shared budget.
+_loops = {}
+
+
+def _refill(state):
+    state[1] = LOOP_BUDGET
+    state[2] = False
+
+
+def _budget(loop, state):
+    """The bytes the next step may move, or 0 when this loop iteration's
+    budget is spent: the step waits for the next iteration, where the fd,
+    level-triggered, is reported again. A call_soon made during an iteration
+    runs at the start of the next one (asyncio and uvloop alike), before its
+    I/O callbacks: there the budget is refilled."""
+    if not state[2]:
+        state[2] = True
+        loop.call_soon(_refill, state)
+    left = state[1]
+    if left <= 0:
+        return 0
+    return max(MIN_BUDGET, min(left, LOOP_BUDGET // state[0]))
 
 
 def _direction_name(want):
@@ -171,39 +194,44 @@ async def transfer(xfer, *, timeout=None):
     want = xfer.want
     fd = xfer.fileno()
     _claim(loop, fd, want, xfer)
-    _running[loop] = running = _running.get(loop, 0) + 1
+    state = _loops.get(loop)
+    if state is None:
+        state = _loops[loop] = [0, LOOP_BUDGET, False]
+    state[0] += 1
     try:
-        xfer.budget = max(MIN_BUDGET, LOOP_BUDGET // running)
         # Try at once: when the data is there (or the socket writable) the
         # common small case ends here without a loop round-trip.
-        xfer.step()
-        if xfer.ended:
-            return xfer.result()
-        return await _wait(loop, xfer, fd, want, timeout)
+        budget = _budget(loop, state)
+        if budget:
+            xfer.budget = budget
+            state[1] -= xfer.step()
+            if xfer.ended:
+                return xfer.result()
+        return await _wait(loop, xfer, fd, want, timeout, state)
     except BaseException as exc:
         if isinstance(exc, (_asyncio.CancelledError, TimeoutError)):
             _annotate(exc, xfer)
         raise
     finally:
         del _busy[(fd, want)]
-        left = _running[loop] - 1
-        if left:
-            _running[loop] = left
-        else:
-            del _running[loop]
+        state[0] -= 1
+        if not state[0] and _loops.get(loop) is state:
+            del _loops[loop]
 
 
-async def _wait(loop, xfer, fd, want, timeout):
+async def _wait(loop, xfer, fd, want, timeout, state):
     fut = loop.create_future()
     sock = xfer.sock
 
     def ready():
         if fut.done():
             return
+        budget = _budget(loop, state)
+        if not budget:
+            return
         try:
-            running = _running.get(loop, 1)
-            xfer.budget = max(MIN_BUDGET, LOOP_BUDGET // running)
-            xfer.step()
+            xfer.budget = budget
+            state[1] -= xfer.step()
         except BaseException as exc:  # the transfer's error, for the awaiting task
             fut.set_exception(exc)
             return
