@@ -12,6 +12,7 @@ goes into a fresh venv, which must import fastsock from its own
 site-packages with the right __version__, carry the stubs, and pass the
 whole conformance runner, run from outside the source tree with no
 PYTHONPATH. Every pip call has --no-index: nothing may need the network.
+The wheel's package, seen by a Python of another ABI, must say so.
 """
 
 import argparse
@@ -36,6 +37,26 @@ def check(cmd, **kw):
     if done.returncode != 0:
         raise SystemExit(f"failed ({done.returncode}): {' '.join(cmd)}")
     return done
+
+
+def wrong_python(py, package, env, tmp):
+    """The installed package, seen by a Python of another ABI, says so.
+
+    Simulated: a copy whose extension carries another interpreter's tag
+    (as a 3.12 would see a 3.11 install), imported by this one."""
+    copy = os.path.join(tmp, "other-abi")
+    shutil.copytree(package, os.path.join(copy, "fastsock"))
+    pkg = os.path.join(copy, "fastsock")
+    for name in os.listdir(pkg):
+        if name.startswith("_fastsock.") and name.endswith(".so"):
+            os.rename(os.path.join(pkg, name), os.path.join(pkg, "_fastsock.cpython-399-x86_64-linux-gnu.so"))
+    out = run([py, "-B", "-E", "-s", "-c", f"import sys; sys.path.insert(0, {copy!r}); import fastsock"],
+              env=env, cwd=tmp, capture_output=True, text=True)
+    last = (out.stderr.strip().splitlines() or [""])[-1]
+    print(f"another Python's import: {last}", flush=True)
+    if out.returncode == 0 or not last.startswith("ImportError: fastsock was built for Python"):
+        return ["wheel: an import by another Python does not say so"]
+    return []
 
 
 def main():
@@ -104,6 +125,8 @@ def main():
                 failed.append(f"{label}: __version__ {got!r}, VERSION says {version!r}")
             if typed != "True True":
                 failed.append(f"{label}: stubs missing (py.typed, __init__.pyi: {typed})")
+            if label == "wheel":
+                failed += wrong_python(py, where, env, tmp)
             runner = [py, "-B", "-E", "-s", os.path.join(args.tests, "run_cases.py"),
                       "--server", args.server, "--cases", args.cases]
             if run(runner, env=env, cwd=tmp).returncode != 0:
