@@ -42,6 +42,7 @@ typedef struct fastsock_py_xfer {
     int fresh;          /* target is this Receiver's own bytes object */
     int handed_out;     /* the fresh bytes (complete or partial) went to Python */
     int advise;         /* a large fresh result: FASTSOCK_XFER_FRESH while steps are large */
+    int closed;         /* close() ended it before it was over: no more steps */
     const char *fn;     /* the blocking call it mirrors, for messages */
 } fastsock_py_xfer;
 
@@ -346,13 +347,20 @@ static void fastsock_py_xfer_dealloc(fastsock_py_xfer *self)
     Py_DECREF(type);
 }
 
-/* A failed fresh receive: its bytes object shrinks in place (mremap for
- * large ones, no copy) to what arrived, and is handed out as .partial. */
+/* Over: complete, failed or closed; no step will move anything again. */
+static int fastsock_py_xfer_over(const fastsock_py_xfer *self)
+{
+    return self->x.want == 0 || self->closed;
+}
+
+/* A fresh receive that failed or was closed: its bytes object shrinks in
+ * place (mremap for large ones, no copy) to what arrived, and is handed out
+ * as .partial. */
 static PyObject *fastsock_py_xfer_partial_bytes(fastsock_py_xfer *self)
 {
     if (!self->fresh)
         Py_RETURN_NONE;
-    if (!self->handed_out && self->x.want == 0) {
+    if (!self->handed_out && fastsock_py_xfer_over(self)) {
         if (_PyBytes_Resize(&self->target, (Py_ssize_t)self->x.done) < 0)
             return NULL; /* target is NULL now, MemoryError set */
         self->handed_out = 1;
@@ -380,9 +388,18 @@ static PyObject *fastsock_py_xfer_raise(fastsock_py_xfer *self)
     return NULL;
 }
 
+static PyObject *fastsock_py_xfer_closed_error(fastsock_py_xfer *self, const char *what)
+{
+    PyErr_Format(PyExc_ValueError, "%s on a closed %s: it stopped at %zu of %zu bytes", what,
+                 Py_TYPE(self)->tp_name, self->x.done, self->x.count);
+    return NULL;
+}
+
 static PyObject *fastsock_py_xfer_step(fastsock_py_xfer *self, PyObject *unused)
 {
     (void)unused;
+    if (self->closed)
+        return fastsock_py_xfer_closed_error(self, "step()");
     if (self->x.want == 0) {
         if (self->x.error < 0)
             return fastsock_py_xfer_raise(self);
@@ -413,6 +430,8 @@ static PyObject *fastsock_py_xfer_step(fastsock_py_xfer *self, PyObject *unused)
 static PyObject *fastsock_py_xfer_result(fastsock_py_xfer *self, PyObject *unused)
 {
     (void)unused;
+    if (self->closed)
+        return fastsock_py_xfer_closed_error(self, "result()");
     if (self->x.want != 0) {
         PyErr_Format(PyExc_RuntimeError, "the transfer is not complete: %zu of %zu bytes moved",
                      self->x.done, self->x.count);
@@ -441,6 +460,16 @@ static PyObject *fastsock_py_xfer_partial(fastsock_py_xfer *self, PyObject *unus
     return fastsock_py_xfer_partial_bytes(self);
 }
 
+static PyObject *fastsock_py_xfer_close(fastsock_py_xfer *self, PyObject *unused)
+{
+    (void)unused;
+    if (self->x.want != 0 && !self->closed) {
+        self->closed = 1;
+        fastsock_py_xfer_finish(self);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *fastsock_py_xfer_fileno(fastsock_py_xfer *self, PyObject *unused)
 {
     (void)unused;
@@ -456,7 +485,7 @@ static PyObject *fastsock_py_xfer_get_done(fastsock_py_xfer *self, void *closure
 static PyObject *fastsock_py_xfer_get_ended(fastsock_py_xfer *self, void *closure)
 {
     (void)closure;
-    return PyBool_FromLong(self->x.want == 0);
+    return PyBool_FromLong(fastsock_py_xfer_over(self));
 }
 
 static PyObject *fastsock_py_xfer_get_nbytes(fastsock_py_xfer *self, void *closure)
@@ -474,7 +503,7 @@ static PyObject *fastsock_py_xfer_get_expected(fastsock_py_xfer *self, void *clo
 static PyObject *fastsock_py_xfer_get_want(fastsock_py_xfer *self, void *closure)
 {
     (void)closure;
-    return PyLong_FromUnsignedLong(self->x.want);
+    return PyLong_FromUnsignedLong(self->closed ? 0 : self->x.want);
 }
 
 static PyObject *fastsock_py_xfer_get_cycles(fastsock_py_xfer *self, void *closure)
@@ -508,7 +537,8 @@ static PyObject *fastsock_py_xfer_get_sock(fastsock_py_xfer *self, void *closure
 
 static PyObject *fastsock_py_xfer_repr(fastsock_py_xfer *self)
 {
-    const char *state = self->x.want == 0 ? (self->x.error == 0 ? "done" : "failed")
+    const char *state = self->closed ? "closed"
+                        : self->x.want == 0 ? (self->x.error == 0 ? "done" : "failed")
                         : self->x.want == FASTSOCK_WANT_READ ? "wants read" : "wants write";
     return PyUnicode_FromFormat("<%s fd=%d %zu/%zu bytes, %s>", Py_TYPE(self)->tp_name,
                                 self->x.fd, self->x.done, self->x.count, state);
@@ -518,7 +548,8 @@ static PyGetSetDef fastsock_py_xfer_getset[] = {
     { "done", (getter)fastsock_py_xfer_get_done, NULL,
       "True once every byte has moved (result() is ready).", NULL },
     { "ended", (getter)fastsock_py_xfer_get_ended, NULL,
-      "True once the transfer is over: complete, or failed (step() raises its error).", NULL },
+      "True once the transfer is over: complete, failed (step() raises its error)\n"
+      "or closed.", NULL },
     { "nbytes", (getter)fastsock_py_xfer_get_nbytes, NULL,
       "Bytes moved so far: exact at every moment, also after an error.", NULL },
     { "expected", (getter)fastsock_py_xfer_get_expected, NULL,
@@ -555,8 +586,15 @@ static PyMethodDef fastsock_py_receiver_methods[] = {
     { "partial", (PyCFunction)fastsock_py_xfer_partial, METH_NOARGS,
       "partial($self, /)\n--\n\n"
       "Fresh form: the bytes received so far (a copy while the transfer runs;\n"
-      "after it failed, the result shrunk in place). Buffer form: None, the\n"
-      "bytes are in your buffer at offset, .nbytes of them." },
+      "once it failed or was closed, the result shrunk in place, no copy).\n"
+      "Buffer form: None, the bytes are in your buffer at offset, .nbytes of\n"
+      "them." },
+    { "close", (PyCFunction)fastsock_py_xfer_close, METH_NOARGS,
+      "close($self, /)\n--\n\n"
+      "Stop the transfer for good and let go of what it holds (the buffer or\n"
+      "file). A fresh Receiver's bytes so far become partial(), shrunk in\n"
+      "place, without a copy. step() and result() then raise ValueError. A\n"
+      "no-op once the transfer is over." },
     { "fileno", (PyCFunction)fastsock_py_xfer_fileno, METH_NOARGS,
       "fileno($self, /)\n--\n\nThe socket's fd, so that a selector can register the object itself." },
     { NULL, NULL, 0, NULL }
@@ -577,6 +615,12 @@ static PyMethodDef fastsock_py_sender_methods[] = {
       "fd; its position is left alone (fastsock.aio.sendfile sets it as\n"
       "socket.sendfile does). A pipe is refused (ValueError): reading it could\n"
       "block the loop." },
+    { "close", (PyCFunction)fastsock_py_xfer_close, METH_NOARGS,
+      "close($self, /)\n--\n\n"
+      "Stop the transfer for good and let go of what it holds (the buffer or\n"
+      "file). A fresh Receiver's bytes so far become partial(), shrunk in\n"
+      "place, without a copy. step() and result() then raise ValueError. A\n"
+      "no-op once the transfer is over." },
     { "fileno", (PyCFunction)fastsock_py_xfer_fileno, METH_NOARGS,
       "fileno($self, /)\n--\n\nThe socket's fd, so that a selector can register the object itself." },
     { NULL, NULL, 0, NULL }

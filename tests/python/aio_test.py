@@ -227,8 +227,13 @@ class AioTest(unittest.TestCase):
                     async with asyncio.timeout(0.05):
                         await aio.recvall(b, 1000)
                 except TimeoutError as exc:
-                    self.assertEqual(aio.progress(exc).nbytes, 100)
-                    self.assertEqual(aio.progress(exc).partial, b"u" * 100)
+                    cancelled = aio.progress(exc)
+                    self.assertEqual(cancelled.nbytes, 100)
+                    self.assertEqual(cancelled.transfer.partial(), b"u" * 100)
+                    cancelled.transfer.close()  # abandoned: the result shrunk in place
+                    self.assertEqual(cancelled.transfer.partial(), b"u" * 100)
+                    with self.assertRaisesRegex(ValueError, "closed"):
+                        cancelled.transfer.step()
                 else:
                     self.fail("no TimeoutError")
                 buf = bytearray(1000)

@@ -88,6 +88,29 @@ class ReceiverTest(unittest.TestCase):
             self.assertEqual(cm.exception.nbytes, 1000)
             self.assertEqual(cm.exception.partial, b"y" * 1000)
 
+    def test_close_ends_it_and_hands_out_the_prefix_without_copy(self):
+        with socket_pair() as (a, b):
+            buf = bytearray(10)
+            r = fastsock.Receiver(b, 4, buffer=buf)
+            r.close()
+            buf.extend(b"z")  # the buffer is let go at once
+            self.assertTrue(r.ended and not r.done and r.want == 0)
+            r = fastsock.Receiver(b, 3 << 20)
+            a.sendall(b"c" * 5000)
+            while r.nbytes < 5000:
+                r.step()
+            copy = r.partial()
+            r.close()
+            shrunk = r.partial()
+            self.assertEqual((copy, shrunk), (b"c" * 5000, b"c" * 5000))
+            self.assertIs(r.partial(), shrunk)  # no copy once closed
+            self.assertIn("closed", repr(r))
+            with self.assertRaisesRegex(ValueError, "closed fastsock.Receiver: it stopped at 5000"):
+                r.step()
+            with self.assertRaisesRegex(ValueError, "closed"):
+                r.result()
+            r.close()  # twice: nothing more
+
     def test_into_a_buffer_at_an_offset(self):
         buf = bytearray(b"\xa5" * 100)
         with socket_pair() as (a, b):

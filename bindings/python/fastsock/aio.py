@@ -31,10 +31,15 @@ Cancellation and timeouts (``task.cancel()``, ``asyncio.timeout``,
 ``asyncio.wait_for``) stop a transfer between two steps and unregister the
 fd before the CancelledError leaves the call. Nothing is lost:
 
-- The ``CancelledError`` carries ``.nbytes`` (bytes moved), ``.transfer``
-  (the Receiver or Sender) and, for ``recvall``, ``.partial`` (the bytes
-  received). ``asyncio.timeout`` and ``wait_for`` raise a ``TimeoutError``
-  chained to it (``__cause__``, or ``__context__`` before Python 3.11.4):
+- The ``CancelledError`` carries ``.nbytes`` (bytes moved) and
+  ``.transfer``, the Receiver or Sender, still open: ``await
+  fastsock.aio.transfer(exc.transfer)`` resumes it, and for ``recvall``
+  ``exc.transfer.partial()`` gives the bytes received (a copy; or
+  ``exc.transfer.close()`` first, and then ``partial()`` is the result
+  shrunk in place, no copy). Nothing is copied at the cancellation itself,
+  which costs the loop no stall however large the transfer.
+  ``asyncio.timeout`` and ``wait_for`` raise a ``TimeoutError`` chained to
+  it (``__cause__``, or ``__context__`` before Python 3.11.4):
   ``fastsock.aio.progress(exc)`` finds it. A CancelledError without
   ``.nbytes`` was raised before the call began: nothing moved.
 - Simpler: hold the transfer yourself. ``r = fastsock.Receiver(sock, n)``,
@@ -45,8 +50,9 @@ fd before the CancelledError leaves the call. Nothing is lost:
   ``recvall_into(sock, buf, nbytes - moved, offset + moved)``.
 
 The ``timeout=`` keyword (seconds for the whole call, like the blocking
-calls' keyword; None, the default, for no limit) raises ``TimeoutError`` with
-``.nbytes`` (and ``.partial`` for recvall) directly. The fd closed while a
+calls' keyword; None, the default, for no limit) ends the transfer and
+raises ``TimeoutError`` with ``.nbytes`` (and for recvall ``.partial``, the
+result shrunk in place), as the blocking calls do. The fd closed while a
 transfer waits on it (no event would ever come) ends the transfer with
 ``OSError(EBADF)`` within about 0.1 s.
 """
@@ -149,12 +155,10 @@ def _fd_closed(sock, fd):
 
 
 def _annotate(exc, xfer):
-    """Progress on an exception that interrupted xfer, as the blocking calls report it."""
+    """Progress on an exception that interrupted xfer (which stays open)."""
     try:
         exc.nbytes = xfer.nbytes
         exc.transfer = xfer
-        if isinstance(xfer, Receiver):
-            exc.partial = xfer.partial()
     except AttributeError:  # an exception type without a __dict__
         pass
 
@@ -208,9 +212,8 @@ async def transfer(xfer, *, timeout=None):
             if xfer.ended:
                 return xfer.result()
         return await _wait(loop, xfer, fd, want, timeout, state)
-    except BaseException as exc:
-        if isinstance(exc, (_asyncio.CancelledError, TimeoutError)):
-            _annotate(exc, xfer)
+    except _asyncio.CancelledError as exc:
+        _annotate(exc, xfer)
         raise
     finally:
         del _busy[(fd, want)]
@@ -251,8 +254,13 @@ async def _wait(loop, xfer, fd, want, timeout, state):
 
     def expire():
         if not fut.done():
+            # The call's own deadline ends the transfer, as the blocking
+            # calls' timeout does: its bytes so far are .partial, no copy.
+            xfer.close()
             exc = TimeoutError("timed out")
             _annotate(exc, xfer)
+            if isinstance(xfer, Receiver):
+                exc.partial = xfer.partial()
             fut.set_exception(exc)
 
     register, unregister = ((loop.add_reader, loop.remove_reader) if want == _READ
