@@ -133,17 +133,21 @@ end
 -- lateness since, in ms. Returns what body returned.
 local function with_heartbeat(body)
   local cq = cqueues.new()
-  local worst, running = 0, true
+  local worst, last, since, running = 0, cqueues.monotime(), 0, true
+  -- The gap still open when the transfer ends counts too: a transfer that
+  -- froze the controller to its end left the heartbeat no beat to tell.
   local beat = {
-    reset = function() worst = 0 end,
-    worst = function() return worst end,
+    reset = function() worst, since = 0, cqueues.monotime() end,
+    worst = function()
+      return math.max(worst, (cqueues.monotime() - math.max(last, since)) * 1000 - 1)
+    end,
   }
   cq:wrap(function()
-    local last = cqueues.monotime()
+    last = cqueues.monotime()
     while running do
       cqueues.sleep(0.001)
       local t = cqueues.monotime()
-      worst = math.max(worst, (t - last) * 1000 - 1)
+      worst = math.max(worst, (t - math.max(last, since)) * 1000 - 1)
       last = t
     end
   end)

@@ -62,11 +62,14 @@ typedef struct fastsock_lua_buf {
 /* Pushes a new zeroed buffer; NULL (errno set) when the memory isn't there.
  * account: tell the collector about a mapping's size. */
 fastsock_lua_buf *fastsock_lua_buffer_push(lua_State *L, size_t len, int account);
-/* Pushes recvall's scratch: malloc'd (not zeroed) below 32 MiB, else a
- * mapping; freed by the userdata's __gc if an error comes first. NULL (errno
- * set) when the memory isn't there. *fresh: never touched (a mapping). */
+/* Pushes recvall's scratch (not zeroed): malloc'd below 32 MiB, else the
+ * spare mapping an earlier one left (fastsock_lua_scratch_done) or a new
+ * mapping; freed by the userdata's __gc if an error comes first. NULL
+ * (errno set) when the memory isn't there. *fresh: never touched. */
 fastsock_lua_buf *fastsock_lua_scratch_push(lua_State *L, size_t len, int *fresh);
 void fastsock_lua_buffer_release(fastsock_lua_buf *b);
+/* A scratch (at idx) is done with: freed, or kept for the next one. */
+void fastsock_lua_scratch_done(lua_State *L, int idx);
 /* The buffer at idx, open; an argument error otherwise. */
 fastsock_lua_buf *fastsock_lua_check_buffer(lua_State *L, int idx);
 /* NULL when idx is no buffer; an argument error when it is a closed one. */

@@ -123,8 +123,9 @@ int fastsock_lua_recvall(lua_State *L)
      * pages, faulted in at once. */
     fastsock_advise_fresh(scratch->data, (size_t)n);
     fastsock_result rc = fastsock_recvall(fd, scratch->data, (size_t)n, 0, (size_t)n, &c.ctl);
+    int scratch_idx = lua_gettop(L);
     fastsock_lua_push_bytes(L, (const char *)scratch->data, c.ctl.moved);
-    fastsock_lua_buffer_release(scratch);
+    fastsock_lua_scratch_done(L, scratch_idx);
     if (rc >= 0)
         return 1;
     return fastsock_lua_fail_with_top(L, rc);

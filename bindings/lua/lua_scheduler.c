@@ -167,7 +167,7 @@ fastsock_lua_pollable *fastsock_lua_pollable_push(lua_State *L, int fd, unsigned
     return p;
 }
 
-/** The fd to poll. @function pollfd */
+/*** The fd to poll. @function pollfd */
 int fastsock_lua_pollfd_method(lua_State *L)
 {
     fastsock_lua_pollable *p = check_pollable(L);
@@ -178,14 +178,14 @@ int fastsock_lua_pollfd_method(lua_State *L)
     return 1;
 }
 
-/** "r" or "w": what to wait for; "" once the transfer has ended. @function events */
+/*** "r" or "w": what to wait for; "" once the transfer has ended. @function events */
 int fastsock_lua_events_method(lua_State *L)
 {
     lua_pushstring(L, events_name(check_pollable(L)->events));
     return 1;
 }
 
-/** Seconds until the deadline, nil for none. @function timeout */
+/*** Seconds until the deadline, nil for none. @function timeout */
 int fastsock_lua_timeout_method(lua_State *L)
 {
     int64_t left = fastsock_remaining_ms(check_pollable(L)->deadline);

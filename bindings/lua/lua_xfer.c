@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #define RECEIVER_MT "fastsock.receiver"
 #define SENDER_MT "fastsock.sender"
@@ -52,6 +53,8 @@ typedef struct lxfer {
     int closed;              /* :close() */
     lua_Hook hook;           /* WAIT_BLOCK: the interpreter's hook, to tell Ctrl-C */
     int hookmask;
+    int lowat;               /* a call's receive: SO_RCVLOWAT set now, 0 when untouched */
+    int saved_lowat;         /* the socket's own, put back at the end */
     size_t largest_step;     /* bytes, for :stats() */
     lua_Integer data_steps;  /* steps that moved data */
 } lxfer;
@@ -110,6 +113,10 @@ static lxfer *push_xfer(lua_State *L, enum xkind kind, int sockidx, int fd)
 static void release(lua_State *L, int idx, lxfer *t)
 {
     fastsock_lua_done_polling(L, &t->p);
+    if (t->lowat != 0) {
+        setsockopt(t->p.fd, SOL_SOCKET, SO_RCVLOWAT, &t->saved_lowat, sizeof t->saved_lowat);
+        t->lowat = 0;
+    }
     if (t->claim != 0) {
         fastsock_lua_unclaim(L, t->p.fd, t->claim);
         t->claim = 0;
@@ -151,6 +158,10 @@ static void end_transfer(lua_State *L, int idx, lxfer *t)
     if (t->kind == XK_FRESH && t->buf != NULL) {
         fastsock_lua_push_bytes(L, (const char *)t->buf->data, t->x.done);
         lua_setiuservalue(L, idx, UV_RESULT);
+        lua_getiuservalue(L, idx, UV_DATA);
+        fastsock_lua_scratch_done(L, lua_gettop(L));
+        lua_pop(L, 1);
+        t->buf = NULL;
     }
     t->ended = 1;
     release(L, idx, t);
@@ -249,6 +260,28 @@ static void check_usable(lua_State *L, lxfer *t)
 
 /* ---- driving an object to its end ---------------------------------------------- */
 
+/* A receive that a call drives to its end under a scheduler wakes when
+ * this much has arrived (or the rest, or the end of the stream), not at
+ * every segment: each wake is a trip through the scheduler, and on
+ * loopback those trips cost a quarter of the throughput of the blocking
+ * call. Linux grows the receive buffer to fit. */
+#define CALL_RCVLOWAT (512 * 1024)
+
+static void set_lowat(lxfer *t)
+{
+    size_t left = t->x.count - t->x.done;
+    int want = left < CALL_RCVLOWAT ? (int)left : CALL_RCVLOWAT;
+    if (want < 1 || want == t->lowat)
+        return;
+    if (t->lowat == 0) {
+        socklen_t len = sizeof t->saved_lowat;
+        if (getsockopt(t->p.fd, SOL_SOCKET, SO_RCVLOWAT, &t->saved_lowat, &len) < 0)
+            return;
+    }
+    if (setsockopt(t->p.fd, SOL_SOCKET, SO_RCVLOWAT, &want, sizeof want) == 0)
+        t->lowat = want;
+}
+
 /* The continuation's context: where the object is, how to wait, and whether
  * the deadline ends the transfer (a call) or only this wait (:finish). */
 #define CTX(idx, mode, final) (((lua_KContext)(idx) << 3) | ((lua_KContext)(mode) << 1) | (final))
@@ -275,6 +308,8 @@ static int drive_k(lua_State *L, int status, lua_KContext ctx)
             end_transfer(L, idx, t);
             return push_result(L, idx, t);
         }
+        if (final && mode != WAIT_BLOCK && (t->kind == XK_FRESH || t->kind == XK_INTO))
+            set_lowat(t);
         size_t budget = t->x.budget ? t->x.budget : FASTSOCK_XFER_BUDGET;
         if (mode == WAIT_BLOCK && moved > 0 && (size_t)moved >= budget)
             continue; /* the kernel may have more at once: poll would only say so */
@@ -316,7 +351,7 @@ static lxfer *push_receive(lua_State *L, const char *fn, int sockidx, int fd, in
         lua_setiuservalue(L, idx, UV_DATA);
         t->buf = scratch;
         rc = fastsock_xfer_recv_init(&t->x, fd, scratch->data, count, 0, count);
-        if (count >= FRESH_ADVICE_MIN)
+        if ((fresh || scratch->kind == BUFFER_HEAP) && count >= FRESH_ADVICE_MIN)
             t->x.flags |= FASTSOCK_XFER_FRESH;
     } else {
         fastsock_lua_buf *b = fastsock_lua_check_buffer(L, bufidx);
@@ -390,7 +425,7 @@ static lxfer *push_sendfile(lua_State *L, int sockidx, int fd, int fileidx,
     return t;
 }
 
-/** Receives exactly n bytes, a step at a time.
+/*** Receives exactly n bytes, a step at a time.
  * `fastsock.receiver(sock, n)` receives into fresh memory and gives a string
  * at the end (one copy); `fastsock.receiver(sock, buf [, n [, i]])` fills
  * `buf[i .. i + n - 1]` (n absent: to the end of the buffer, i absent: 1),
@@ -419,7 +454,7 @@ int fastsock_lua_receiver(lua_State *L)
     return 1;
 }
 
-/** Sends data or a file, a step at a time.
+/*** Sends data or a file, a step at a time.
  * `fastsock.sender(sock, data [, i [, j]])` sends `data[i .. j]` (a string or
  * a `fastsock.buffer`, which stays pinned; i, j as LuaSocket's send);
  * `fastsock.sender(sock, file [, offset [, count]])` sends an io handle's
@@ -455,7 +490,7 @@ int fastsock_lua_sender(lua_State *L)
 
 /* ---- methods -------------------------------------------------------------------- */
 
-/** Moves what can move now, never waiting.
+/*** Moves what can move now, never waiting.
  * @function step
  * @return when done: the string (fresh receiver), the count (into a buffer,
  * a file), or the index of the last byte sent (data); else `nil, "timeout",
@@ -472,7 +507,7 @@ static int xfer_step(lua_State *L)
     return push_pending(L, t, -EAGAIN);
 }
 
-/** Runs to the end, waiting between steps: through the scheduler when one
+/*** Runs to the end, waiting between steps: through the scheduler when one
  * runs this coroutine (yielding), else in poll(2).
  * @function finish
  * @param[opt] timeout seconds from now (sets the deadline, as settimeout)
@@ -488,7 +523,7 @@ static int xfer_finish(lua_State *L)
     return drive(L, 1, t, fastsock_lua_waitmode(L), 0);
 }
 
-/** Sets the deadline: seconds from now (nil or negative: none). It bounds
+/*** Sets the deadline: seconds from now (nil or negative: none). It bounds
  * `finish` and is what cqueues reads from `timeout`.
  * @function settimeout */
 static int xfer_settimeout(lua_State *L)
@@ -499,7 +534,7 @@ static int xfer_settimeout(lua_State *L)
     return 1;
 }
 
-/** Sets the bytes one step moves at most (default 1 MiB).
+/*** Sets the bytes one step moves at most (default 1 MiB).
  * @function setbudget */
 static int xfer_setbudget(lua_State *L)
 {
@@ -511,7 +546,7 @@ static int xfer_setbudget(lua_State *L)
     return 1;
 }
 
-/** Bytes moved so far and bytes in all.
+/*** Bytes moved so far and bytes in all.
  * @function progress
  * @return done, count */
 static int xfer_progress(lua_State *L)
@@ -522,7 +557,7 @@ static int xfer_progress(lua_State *L)
     return 2;
 }
 
-/** Steps that moved data, the most bytes one step moved, and the system
+/*** Steps that moved data, the most bytes one step moved, and the system
  * calls made.
  * @function stats */
 static int xfer_stats(lua_State *L)
@@ -534,7 +569,7 @@ static int xfer_stats(lua_State *L)
     return 3;
 }
 
-/** Stops the transfer and gives back its socket side and buffer; what moved
+/*** Stops the transfer and gives back its socket side and buffer; what moved
  * stays where it went. Closing twice is harmless.
  * @function close
  * @return what moved: for a fresh receiver the bytes received (a string;
