@@ -120,7 +120,7 @@ int fastsock_lua_check_sock(lua_State *L, int idx, int receiving, int verify)
 
 void fastsock_lua_raise_if_not_socket(lua_State *L, int idx, fastsock_result rc)
 {
-    if (fastsock_classify(rc) == FASTSOCK_KIND_BADSOCK)
+    if (rc < 0 && fastsock_classify(rc) == FASTSOCK_KIND_BADSOCK)
         not_a_socket(L, idx, (int)-rc);
 }
 

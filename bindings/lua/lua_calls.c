@@ -243,8 +243,7 @@ static int recv_into_k(lua_State *L, int status, lua_KContext ctx)
 /* recv_into(sock, buf [, n [, i [, timeout]]]) -> count | nil, err, 0 */
 int fastsock_lua_recv_into(lua_State *L)
 {
-    lua_settop(L, 5);
-    return recv_into_k(L, LUA_OK, 0);
+    return recv_into_k(L, LUA_OK, 0); /* the arguments as given: a wait sets the top */
 }
 
 /* send(sock, data [, i [, j [, timeout]]]) -> last | nil, err, last
@@ -296,8 +295,7 @@ static int send_k(lua_State *L, int status, lua_KContext ctx)
 
 int fastsock_lua_send(lua_State *L)
 {
-    lua_settop(L, 5);
-    return send_k(L, LUA_OK, 0);
+    return send_k(L, LUA_OK, 0); /* the arguments as given: a wait sets the top */
 }
 
 /* sendall(sock, data [, i [, j [, timeout]]]) -> last | nil, err, last */

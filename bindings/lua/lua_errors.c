@@ -43,8 +43,8 @@ int fastsock_lua_fail_with_top(lua_State *L, fastsock_result rc)
 
 void fastsock_lua_check_range(lua_State *L, fastsock_result rc, int start_arg, int count_arg)
 {
-    if (fastsock_classify(rc) != FASTSOCK_KIND_RANGE)
-        return;
+    if (rc >= 0 || fastsock_classify(rc) != FASTSOCK_KIND_RANGE)
+        return; /* (rc >= 0 first: this runs once per message) */
     if (rc == FASTSOCK_EOFFSET)
         luaL_argerror(L, start_arg, "index out of range for the buffer");
     luaL_argerror(L, count_arg, "count goes beyond the end of the buffer");

@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #define POLLABLE_MT "fastsock.pollable"
@@ -215,8 +216,15 @@ void fastsock_lua_open_scheduler(lua_State *L)
 
 /* ---- one receive and one send per socket at a time -------------------------------- */
 
+/* Transfers holding a claim, in every Lua state of the process: while
+ * there are none, the single-shot calls (made once per message) skip the
+ * table. */
+static _Atomic long claims_held;
+
 static unsigned claimed(lua_State *L, int fd)
 {
+    if (atomic_load_explicit(&claims_held, memory_order_relaxed) == 0)
+        return 0;
     lua_rawgetp(L, LUA_REGISTRYINDEX, &claims_key);
     lua_rawgeti(L, -1, fd);
     unsigned bits = (unsigned)lua_tointeger(L, -1);
@@ -248,10 +256,13 @@ void fastsock_lua_check_unclaimed(lua_State *L, int fd, unsigned dir, int arg)
 void fastsock_lua_claim(lua_State *L, int fd, unsigned dir, int arg)
 {
     fastsock_lua_check_unclaimed(L, fd, dir, arg);
+    atomic_fetch_add_explicit(&claims_held, 1, memory_order_relaxed);
     set_claims(L, fd, claimed(L, fd) | dir);
 }
 
+/* Only for a claim fastsock_lua_claim made. */
 void fastsock_lua_unclaim(lua_State *L, int fd, unsigned dir)
 {
     set_claims(L, fd, claimed(L, fd) & ~dir);
+    atomic_fetch_sub_explicit(&claims_held, 1, memory_order_relaxed);
 }
