@@ -43,6 +43,7 @@ typedef struct fastsock_py_xfer {
     int handed_out;     /* the fresh bytes (complete or partial) went to Python */
     int advise;         /* a large fresh result: FASTSOCK_XFER_FRESH while steps are large */
     int closed;         /* close() ended it before it was over: no more steps */
+    int stepping;       /* a step runs without the GIL: its memory must stay put */
     const char *fn;     /* the blocking call it mirrors, for messages */
 } fastsock_py_xfer;
 
@@ -395,11 +396,21 @@ static PyObject *fastsock_py_xfer_closed_error(fastsock_py_xfer *self, const cha
     return NULL;
 }
 
+static int fastsock_py_xfer_check_idle(fastsock_py_xfer *self, const char *what)
+{
+    if (!self->stepping)
+        return 0;
+    PyErr_Format(PyExc_RuntimeError, "%s while step() runs in another thread", what);
+    return -1;
+}
+
 static PyObject *fastsock_py_xfer_step(fastsock_py_xfer *self, PyObject *unused)
 {
     (void)unused;
     if (self->closed)
         return fastsock_py_xfer_closed_error(self, "step()");
+    if (fastsock_py_xfer_check_idle(self, "step()") < 0)
+        return NULL;
     if (self->x.want == 0) {
         if (self->x.error < 0)
             return fastsock_py_xfer_raise(self);
@@ -414,13 +425,15 @@ static PyObject *fastsock_py_xfer_step(fastsock_py_xfer *self, PyObject *unused)
             self->x.flags &= ~(unsigned)FASTSOCK_XFER_FRESH;
     }
     if (self->x.count - self->x.done > FASTSOCK_PY_XFER_NOGIL_BYTES && budget > FASTSOCK_PY_XFER_NOGIL_BYTES) {
+        self->stepping = 1;
         Py_BEGIN_ALLOW_THREADS
         rc = fastsock_xfer_step(&self->x);
         Py_END_ALLOW_THREADS
+        self->stepping = 0;
     } else {
         rc = fastsock_xfer_step(&self->x);
     }
-    if (self->x.want == 0)
+    if (self->x.want == 0 || self->closed) /* closed: by another thread meanwhile */
         fastsock_py_xfer_finish(self);
     if (rc < 0)
         return fastsock_py_xfer_raise(self);
@@ -430,6 +443,8 @@ static PyObject *fastsock_py_xfer_step(fastsock_py_xfer *self, PyObject *unused)
 static PyObject *fastsock_py_xfer_result(fastsock_py_xfer *self, PyObject *unused)
 {
     (void)unused;
+    if (fastsock_py_xfer_check_idle(self, "result()") < 0)
+        return NULL;
     if (self->closed)
         return fastsock_py_xfer_closed_error(self, "result()");
     if (self->x.want != 0) {
@@ -450,6 +465,8 @@ static PyObject *fastsock_py_xfer_result(fastsock_py_xfer *self, PyObject *unuse
 static PyObject *fastsock_py_xfer_partial(fastsock_py_xfer *self, PyObject *unused)
 {
     (void)unused;
+    if (fastsock_py_xfer_check_idle(self, "partial()") < 0)
+        return NULL;
     if (self->fresh && self->target == NULL)
         return PyErr_NoMemory();
     if (self->fresh && self->x.want == 0 && self->x.error == 0) {
@@ -465,7 +482,9 @@ static PyObject *fastsock_py_xfer_close(fastsock_py_xfer *self, PyObject *unused
     (void)unused;
     if (self->x.want != 0 && !self->closed) {
         self->closed = 1;
-        fastsock_py_xfer_finish(self);
+        /* A step running in another thread lets go when it returns. */
+        if (!self->stepping)
+            fastsock_py_xfer_finish(self);
     }
     Py_RETURN_NONE;
 }

@@ -111,6 +111,41 @@ class ReceiverTest(unittest.TestCase):
                 r.result()
             r.close()  # twice: nothing more
 
+    def test_close_from_another_thread_while_stepping(self):
+        # A large step runs without the GIL; close() (or a step) from another
+        # thread meanwhile must not free or move the memory it fills.
+        data = pattern(16 << 20)
+        with socket_pair() as (a, b):
+            r = fastsock.Receiver(b, 64 << 20)
+            writer = in_thread(a.sendall, data)
+
+            def step_until_closed():
+                while not r.ended:
+                    try:
+                        r.step()
+                    except RuntimeError:  # the other thread's step runs
+                        pass
+                    except ValueError:  # closed
+                        return
+
+            stepper = in_thread(step_until_closed)
+            while r.nbytes < len(data) // 2:
+                try:
+                    r.step()
+                except RuntimeError:
+                    pass
+            r.close()
+            stepper()
+            b.shutdown(socket.SHUT_RDWR)  # the writer's send fails instead of waiting
+            try:
+                writer()
+            except OSError:
+                pass  # the reader closed first: fine
+            got = r.partial()
+            self.assertEqual(len(got), r.nbytes)
+            self.assertGreaterEqual(r.nbytes, len(data) // 2)
+            self.assertEqual(got, data[:len(got)])
+
     def test_into_a_buffer_at_an_offset(self):
         buf = bytearray(b"\xa5" * 100)
         with socket_pair() as (a, b):
