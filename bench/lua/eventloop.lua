@@ -7,7 +7,8 @@
 -- yield to the controller there (recvall into a new string, recvall_into a
 -- reused fastsock.buffer, sendall, sendfile); the same fastsock calls outside
 -- any scheduler (loop "none": stall_ms 0); and 64 coroutines receiving
--- 16 MiB each at once against one coroutine's 16 MiB. fastsock's routes use
+-- 16 MiB each at once against one coroutine's 16 MiB, into strings and into
+-- buffers. fastsock's routes use
 -- LuaSocket connections. Sends go to the loopback server's sink, whose
 -- answer (got=N match=M) verifies them; receives are checked for length and
 -- against the stream at the start, the middle and the end.
@@ -59,7 +60,7 @@ end
 local SEND_FILE = assert(io.open(SEND_PATH, "rb"))
 os.remove(SEND_PATH)
 -- A reused target, touched once here, as a program that keeps one would.
-local REUSED = fastsock.buffer(MAX):fill(0)
+local REUSED = fastsock.buffer(math.max(MAX, CONCURRENT_SIZE)):fill(0)
 
 -- Length, and 4 KiB of the stream at the start, the middle and the end.
 local function verify(route, get, len, n)
@@ -209,37 +210,58 @@ local function rotate(list, k)
   return out
 end
 
+-- Each coroutine's own buffer for the concurrent recvall_into, touched once.
+local CONCURRENT_BUFS = {}
+for k = 1, CONCURRENT do CONCURRENT_BUFS[k] = fastsock.buffer(CONCURRENT_SIZE):fill(0) end
+
+-- One coroutine's 16 MiB, then 64 coroutines' at once, in the same
+-- controller: into new strings (recvall) and into their own buffers
+-- (recvall_into).
 local function concurrent(round)
-  local dt1, rss1, stall1 = with_heartbeat(function(beat)
-    return transfer("cqueues", "fastsock_recvall", CONCURRENT_SIZE, beat)
-  end)
-  emit("cqueues", "fastsock_recvall_1coroutine", CONCURRENT_SIZE, round, dt1, stall1, rss1)
-  local dt, rss, stall = with_heartbeat(function(beat)
-    local conns = {}
-    for k = 1, CONCURRENT do conns[k] = connect(CONCURRENT_SIZE, false) end
-    collectgarbage()
-    reset_peak()
-    beat.reset()
-    local results, left = {}, CONCURRENT
-    local t0 = socket.gettime()
-    local cq = cqueues.running()
-    for k = 1, CONCURRENT do
-      cq:wrap(function()
-        results[k] = fastsock.recvall(conns[k], CONCURRENT_SIZE)
-        left = left - 1
-      end)
-    end
-    while left > 0 do cqueues.sleep(0.001) end
-    local dt = socket.gettime() - t0
-    local stall, rss = beat.worst(), status_mb("VmHWM:")
-    for k = 1, CONCURRENT do
-      verify_string("fastsock_recvall_64coroutines", results[k], CONCURRENT_SIZE)
-      conns[k]:close()
-    end
-    return dt, rss, stall
-  end)
-  emit("cqueues", "fastsock_recvall_" .. CONCURRENT .. "coroutines", CONCURRENT * CONCURRENT_SIZE,
-       round, dt, stall, rss)
+  for _, into in ipairs { false, true } do
+    local name = into and "fastsock_recvall_into" or "fastsock_recvall"
+    local dt1, rss1, stall1 = with_heartbeat(function(beat)
+      return transfer("cqueues", name, CONCURRENT_SIZE, beat)
+    end)
+    emit("cqueues", name .. "_1coroutine", CONCURRENT_SIZE, round, dt1, stall1, rss1)
+    local dt, rss, stall = with_heartbeat(function(beat)
+      local conns = {}
+      for k = 1, CONCURRENT do conns[k] = connect(CONCURRENT_SIZE, false) end
+      collectgarbage()
+      reset_peak()
+      beat.reset()
+      local results, left = {}, CONCURRENT
+      local t0 = socket.gettime()
+      local cq = cqueues.running()
+      for k = 1, CONCURRENT do
+        cq:wrap(function()
+          if into then
+            results[k] = fastsock.recvall_into(conns[k], CONCURRENT_BUFS[k], CONCURRENT_SIZE)
+          else
+            results[k] = fastsock.recvall(conns[k], CONCURRENT_SIZE)
+          end
+          left = left - 1
+        end)
+      end
+      while left > 0 do cqueues.sleep(0.001) end
+      local dt = socket.gettime() - t0
+      local stall, rss = beat.worst(), status_mb("VmHWM:")
+      for k = 1, CONCURRENT do
+        local route = name .. "_" .. CONCURRENT .. "coroutines"
+        if into then
+          local b = CONCURRENT_BUFS[k]
+          if results[k] ~= CONCURRENT_SIZE then error(route .. ": " .. tostring(results[k]), 0) end
+          verify(route, function(i, j) return b:tostring(i, j) end, results[k], CONCURRENT_SIZE)
+        else
+          verify_string(route, results[k], CONCURRENT_SIZE)
+        end
+        conns[k]:close()
+      end
+      return dt, rss, stall
+    end)
+    emit("cqueues", name .. "_" .. CONCURRENT .. "coroutines", CONCURRENT * CONCURRENT_SIZE,
+         round, dt, stall, rss)
+  end
 end
 
 print("PORT " .. server.port)

@@ -183,6 +183,8 @@ int fastsock_lua_timeout_method(lua_State *L);
 void fastsock_lua_check_unclaimed(lua_State *L, int fd, unsigned dir, int arg);
 void fastsock_lua_claim(lua_State *L, int fd, unsigned dir, int arg);
 void fastsock_lua_unclaim(lua_State *L, int fd, unsigned dir);
+/* Transfers holding a claim now, in the whole process. */
+long fastsock_lua_claims_held(void);
 
 /* ---- lua_xfer.c --------------------------------------------------------------- */
 

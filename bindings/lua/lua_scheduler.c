@@ -221,6 +221,11 @@ void fastsock_lua_open_scheduler(lua_State *L)
  * table. */
 static _Atomic long claims_held;
 
+long fastsock_lua_claims_held(void)
+{
+    return atomic_load_explicit(&claims_held, memory_order_relaxed);
+}
+
 static unsigned claimed(lua_State *L, int fd)
 {
     if (atomic_load_explicit(&claims_held, memory_order_relaxed) == 0)

@@ -18,6 +18,7 @@
 #include <lauxlib.h>
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -53,8 +54,11 @@ typedef struct lxfer {
     int closed;              /* :close() */
     lua_Hook hook;           /* WAIT_BLOCK: the interpreter's hook, to tell Ctrl-C */
     int hookmask;
+    int own_budget;          /* :setbudget: the program's, never shared */
     int lowat;               /* a call's receive: SO_RCVLOWAT set now, 0 when untouched */
     int saved_lowat;         /* the socket's own, put back at the end */
+    int copy_held;           /* received all, its copy into the string waits its turn */
+    int64_t copy_held_at;
     size_t largest_step;     /* bytes, for :stats() */
     lua_Integer data_steps;  /* steps that moved data */
 } lxfer;
@@ -227,8 +231,9 @@ static fastsock_result still_open(lua_State *L, int idx, lxfer *t)
     return rc;
 }
 
-/* One step: 1 when the transfer ended in it. */
-static int step(lua_State *L, int idx, lxfer *t, fastsock_result *moved)
+/* One step: 1 when the transfer ended in it; 2 when a fresh receive
+ * completed and hold_copy asked to leave its copy into the string for later. */
+static int step(lua_State *L, int idx, lxfer *t, fastsock_result *moved, int hold_copy)
 {
     fastsock_result rc = still_open(L, idx, t);
     if (rc < 0) {
@@ -245,6 +250,8 @@ static int step(lua_State *L, int idx, lxfer *t, fastsock_result *moved)
             t->largest_step = (size_t)rc;
     }
     if (t->x.want == 0) {
+        if (hold_copy && t->kind == XK_FRESH)
+            return 2;
         end_transfer(L, idx, t);
         return 1;
     }
@@ -267,10 +274,29 @@ static void check_usable(lua_State *L, lxfer *t)
  * call. Linux grows the receive buffer to fit. */
 #define CALL_RCVLOWAT (512 * 1024)
 
+/*
+ * A scheduler's turn resumes every coroutine whose fd is ready, one after
+ * the other, so the turn lasts as long as all their steps together: with
+ * many transfers at once, each step moves less (64 at once, 1 MiB steps:
+ * 16 ms turns here). The budget the program set, if any, stands.
+ */
+#define SHARED_BUDGET ((size_t)8 << 20)
+#define MIN_BUDGET ((size_t)128 << 10)
+
+static void share_budget(lxfer *t)
+{
+    if (t->own_budget)
+        return;
+    long n = fastsock_lua_claims_held();
+    size_t b = n > 0 ? SHARED_BUDGET / (size_t)n : FASTSOCK_XFER_BUDGET;
+    t->x.budget = b > FASTSOCK_XFER_BUDGET ? FASTSOCK_XFER_BUDGET : b < MIN_BUDGET ? MIN_BUDGET : b;
+}
+
 static void set_lowat(lxfer *t)
 {
     size_t left = t->x.count - t->x.done;
-    int want = left < CALL_RCVLOWAT ? (int)left : CALL_RCVLOWAT;
+    size_t cap = t->x.budget && t->x.budget < CALL_RCVLOWAT ? t->x.budget : CALL_RCVLOWAT;
+    int want = left < cap ? (int)left : (int)cap;
     if (want < 1 || want == t->lowat)
         return;
     if (t->lowat == 0) {
@@ -286,6 +312,45 @@ static void set_lowat(lxfer *t)
  * the deadline ends the transfer (a call) or only this wait (:finish). */
 #define CTX(idx, mode, final) (((lua_KContext)(idx) << 3) | ((lua_KContext)(mode) << 1) | (final))
 
+/*
+ * Many receives under one cqueues controller progress evenly and so complete
+ * in the same turn of the controller, which resumes every ready coroutine
+ * before it looks at its timers: their final copies into strings (16 ms for
+ * 16 MiB here) then add up to one long freeze (64 coroutines: 0.8 s). So a
+ * large copy takes a turn of its own: when another one ended within the
+ * last millisecond, the coroutine yields and tries again, for at most
+ * COPY_TURN_MAX_MS.
+ */
+#define COPY_TURN_MIN ((size_t)1 << 20)
+#define COPY_TURN_MAX_MS 3000
+
+static _Atomic int64_t last_copy_end_ms = -1000000; /* a hint across Lua states, no more */
+
+static int copy_turn_taken(const lxfer *t)
+{
+    int64_t now = fastsock_now_ms();
+    if (now - t->copy_held_at > COPY_TURN_MAX_MS)
+        return 0;
+    return now - atomic_load_explicit(&last_copy_end_ms, memory_order_relaxed) <= 1;
+}
+
+static void copy_turn_done(void)
+{
+    atomic_store_explicit(&last_copy_end_ms, fastsock_now_ms(), memory_order_relaxed);
+}
+
+static int drive_k(lua_State *L, int status, lua_KContext ctx);
+
+/* cqueues.poll(0): back in the controller's next turn. */
+static void wait_a_turn(lua_State *L, lua_KContext ctx)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_getfield(L, -1, "cqueues");
+    lua_getfield(L, -1, "poll");
+    lua_pushnumber(L, 0.0);
+    lua_callk(L, 1, 0, ctx, drive_k);
+}
+
 static int drive_k(lua_State *L, int status, lua_KContext ctx)
 {
     (void)status; /* the same whether the wait yielded or not */
@@ -298,8 +363,26 @@ static int drive_k(lua_State *L, int status, lua_KContext ctx)
         check_usable(L, t); /* closed by another coroutine while this one waited */
         if (t->ended)
             return push_result(L, idx, t);
+        if (t->copy_held) {
+            if (copy_turn_taken(t)) {
+                wait_a_turn(L, ctx);
+                continue;
+            }
+            end_transfer(L, idx, t);
+            copy_turn_done();
+            return push_result(L, idx, t);
+        }
+        if (mode != WAIT_BLOCK)
+            share_budget(t);
         fastsock_result moved;
-        if (step(L, idx, t, &moved))
+        int ended = step(L, idx, t, &moved,
+                         mode == WAIT_CQUEUES && t->x.count >= COPY_TURN_MIN);
+        if (ended == 2) {
+            t->copy_held = 1;
+            t->copy_held_at = fastsock_now_ms();
+            continue;
+        }
+        if (ended)
             return push_result(L, idx, t);
         if (fastsock_remaining_ms(t->p.deadline) == 0) {
             if (!final)
@@ -502,7 +585,7 @@ static int xfer_step(lua_State *L)
     lua_settop(L, 1);
     check_usable(L, t);
     fastsock_result moved;
-    if (t->ended || step(L, 1, t, &moved))
+    if (t->ended || step(L, 1, t, &moved, 0))
         return push_result(L, 1, t);
     return push_pending(L, t, -EAGAIN);
 }
@@ -542,6 +625,7 @@ static int xfer_setbudget(lua_State *L)
     lua_Integer b = luaL_checkinteger(L, 2);
     luaL_argcheck(L, b > 0, 2, "budget must be positive");
     t->x.budget = (size_t)b;
+    t->own_budget = 1;
     lua_settop(L, 1);
     return 1;
 }
