@@ -42,9 +42,9 @@ Routes, loop "asyncio" and "uvloop" (size = the --sizes):
     sock_sendfile                   loop.sock_sendfile (asyncio only: uvloop 0.17 has none)
     sock_sendall_file_chunks        the file read in 1 MiB chunks, each sent with loop.sock_sendall
     fastsock_aio_sendfile           await fastsock.aio.sendfile
-  size 16 MiB, whatever --sizes says:
+  size 16 MiB, whatever --sizes says (these rows add "conns"):
     fastsock_aio_recvall_64conn     64 connections x 16 MiB at once (size: per connection;
-                                    mbps: aggregate)
+                                    mbps: aggregate; RSS holds size x conns)
     fastsock_aio_recvall_1conn      the same route with one connection, the reference
 Loop "selectors" (size 64: 64-byte messages, 2 MiB of them; adds "us_per_msg"):
     receiver_into_64                a fastsock.Receiver(sock, 64, buffer=buf) per message
@@ -343,9 +343,12 @@ async def measure(routes, loop_name, route, n):
     for c in conns:
         c.close()
     total = n * len(conns)
-    return {"lang": "python", "loop": loop_name, "route": route, "size": n,
-            "mbps": round(total / elapsed / 1e6, 1), "stall_ms": round(stall, 2),
-            "rss_peak_mb": round(peak, 1), "rss_base_mb": round(base, 1)}
+    row = {"lang": "python", "loop": loop_name, "route": route, "size": n,
+           "mbps": round(total / elapsed / 1e6, 1), "stall_ms": round(stall, 2),
+           "rss_peak_mb": round(peak, 1), "rss_base_mb": round(base, 1)}
+    if route in FIXED_ROUTES:
+        row["conns"] = len(conns)  # the payload in memory is size x conns
+    return row
 
 
 def selector_route(peer, route):
