@@ -25,7 +25,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#define POLLABLE_MT "fastsock.pollable"
+/* Not "fastsock.<type>": no program gets one; only cqueues.poll sees it. */
+#define POLLABLE_MT "fastsock (single-shot wait)"
 
 static const char waiter_key = 'w'; /* registry: the function setwaiter gave */
 static const char claims_key = 'c'; /* registry: fd -> FASTSOCK_WANT_* bits in use */
