@@ -5,7 +5,9 @@ The three builds (the Python backend's build_wheel, the gem's extconf.rb,
 the rockspec's build command through luarocks) run with a PATH that holds
 every program of the real PATH but the missing tool(s). Each must fail,
 print exactly one "fastsock: ..." line naming the Debian package to
-install, and never reach the compiler (no compiler diagnostics).
+install, and never reach the compiler (no compiler diagnostics). And the
+Python sdist, which carries the generated wrapper, builds a wheel with no
+SWIG on PATH.
 """
 
 import argparse
@@ -36,6 +38,31 @@ def farm(dest, drop):
                 continue
             os.symlink(os.path.realpath(target), link)
     return bindir
+
+
+def sdist_without_swig(python, src):
+    """The sdist carries the SWIG output: a wheel builds from it with no swig on PATH."""
+    backend = ("import sys; sys.path.insert(0, sys.argv[1]); import fastsock_backend as b; "
+               "print(getattr(b, sys.argv[2])(sys.argv[3]))")
+    with tempfile.TemporaryDirectory(prefix="fastsock-badinput-") as tmp:
+        sdist = subprocess.run([python, "-B", "-c", backend, os.path.join(src, "bindings", "python", "pep517"),
+                                "build_sdist", tmp], cwd=src, capture_output=True, text=True)
+        if sdist.returncode != 0:
+            print(sdist.stdout + sdist.stderr)
+            return ["python sdist: not built"]
+        name = sdist.stdout.strip().splitlines()[-1]
+        shutil.unpack_archive(os.path.join(tmp, name), tmp)
+        unpacked = os.path.join(tmp, name[:-len(".tar.gz")])
+        env = dict(os.environ, PATH=farm(tmp, SWIG), PYTHONDONTWRITEBYTECODE="1")
+        wheel = subprocess.run([python, "-B", "-c", backend, os.path.join(unpacked, "bindings", "python", "pep517"),
+                                "build_wheel", tmp], cwd=unpacked, env=env, capture_output=True, text=True)
+        ran_swig = any(line.startswith("swig ") for line in wheel.stdout.splitlines())
+        ok = wheel.returncode == 0 and not ran_swig
+        print(f"python sdist without swig: {'ok: ' + wheel.stdout.strip().splitlines()[-1] if ok else 'FAILED'}")
+        if not ok:
+            print(wheel.stdout[-2000:] + wheel.stderr[-2000:])
+            return ["python sdist without swig"]
+    return []
 
 
 def main():
@@ -92,6 +119,8 @@ def main():
                 print(f"{lang} without {missing}: {verdict}: {ours[0] if ours else out[-300:]!r}")
                 if verdict != "ok":
                     failed.append(f"{lang} without {missing}")
+    if args.python:
+        failed += sdist_without_swig(args.python, src)
     if failed:
         print("FAILED: " + "; ".join(failed), file=sys.stderr)
         return 1
