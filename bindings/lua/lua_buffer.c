@@ -6,6 +6,9 @@
  * coroutine) uses it, it is pinned and refuses to close, so no transfer can
  * write into freed memory.
  */
+/*** fastsock for Lua 5.4 (LDoc: `ldoc bindings/lua` writes bindings/lua/doc/).
+ * @module fastsock.buffer
+ */
 #include "fastsock_lua.h"
 
 #include <lauxlib.h>
@@ -170,6 +173,9 @@ fastsock_lua_buf *fastsock_lua_check_buffer(lua_State *L, int idx)
     return b;
 }
 
+/*** A new zeroed mutable buffer of size bytes.
+ * @function buffer
+ * @return a `fastsock.buffer` */
 int fastsock_lua_buffer(lua_State *L)
 {
     lua_Integer size = luaL_checkinteger(L, 1);

@@ -11,6 +11,9 @@
  * arguments read again from the Lua stack after the wait (a buffer closed
  * meanwhile is an error, never written into).
  */
+/*** fastsock for Lua 5.4 (LDoc: `ldoc bindings/lua` writes bindings/lua/doc/).
+ * @module fastsock
+ */
 #include "fastsock_lua.h"
 
 #include <lauxlib.h>
@@ -97,7 +100,14 @@ void fastsock_lua_push_bytes(lua_State *L, const char *p, size_t n)
         lua_error(L);
 }
 
-/* recvall(sock, n [, timeout]) -> data | nil, err, partial */
+/*** Receives exactly n bytes into a new string.
+ * Under a scheduler it yields while it waits and moves the bytes in steps
+ * into memory of its own, copied once into the string at the end.
+ * @function recvall
+ * @param sock a LuaSocket object, an io handle or an fd
+ * @int n bytes
+ * @number[opt] timeout seconds for the whole call (nil: none)
+ * @return the string, or `nil, err, partial` (the bytes received) */
 int fastsock_lua_recvall(lua_State *L)
 {
     int fd = fastsock_lua_check_sock(L, 1, 1, 1);
@@ -131,7 +141,9 @@ int fastsock_lua_recvall(lua_State *L)
     return fastsock_lua_fail_with_top(L, rc);
 }
 
-/* recvall_into(sock, buf, n [, i [, timeout]]) -> n | nil, err, count */
+/*** Fills `buf[i .. i + n - 1]` from the socket (n absent: to the end).
+ * @function recvall_into
+ * @return n, or `nil, err, count` */
 int fastsock_lua_recvall_into(lua_State *L)
 {
     int fd = fastsock_lua_check_sock(L, 1, 1, 1);
@@ -240,14 +252,15 @@ static int recv_into_k(lua_State *L, int status, lua_KContext ctx)
     }
 }
 
-/* recv_into(sock, buf [, n [, i [, timeout]]]) -> count | nil, err, 0 */
+/*** One receive of at most n bytes into `buf[i ..]`; timeout 0 never waits.
+ * @function recv_into
+ * @return the count, or `nil, err, 0` (end of stream: `nil, "closed", 0`) */
 int fastsock_lua_recv_into(lua_State *L)
 {
     return recv_into_k(L, LUA_OK, 0); /* the arguments as given: a wait sets the top */
 }
 
-/* send(sock, data [, i [, j [, timeout]]]) -> last | nil, err, last
- * ctx as for recv_into_k. */
+/* send's body; ctx as for recv_into_k. */
 static int send_k(lua_State *L, int status, lua_KContext ctx)
 {
     if (status == LUA_YIELD)
@@ -293,12 +306,17 @@ static int send_k(lua_State *L, int status, lua_KContext ctx)
     }
 }
 
+/*** One send of `data[i .. j]` (a string or a buffer; i, j as LuaSocket's).
+ * @function send
+ * @return the index of the last byte sent, or `nil, err, last` */
 int fastsock_lua_send(lua_State *L)
 {
     return send_k(L, LUA_OK, 0); /* the arguments as given: a wait sets the top */
 }
 
-/* sendall(sock, data [, i [, j [, timeout]]]) -> last | nil, err, last */
+/*** Sends all of `data[i .. j]`.
+ * @function sendall
+ * @return the index of the last byte sent, or `nil, err, last` */
 int fastsock_lua_sendall(lua_State *L)
 {
     int fd = fastsock_lua_check_sock(L, 1, 0, 1);
@@ -328,8 +346,11 @@ int fastsock_lua_sendall(lua_State *L)
     return fastsock_lua_fail(L, rc, start - 1 + (lua_Integer)c.ctl.moved);
 }
 
-/* sendfile(sock, file [, offset [, count [, timeout]]]) -> sent | nil, err, sent
- * file: an io handle (flushed first), an fd, or a path. */
+/*** Sends a file (an io handle, flushed first; an fd; or a path) from a
+ * byte offset, with sendfile(2); a seekable file is left positioned after
+ * the bytes sent.
+ * @function sendfile
+ * @return bytes sent, or `nil, err, sent` */
 int fastsock_lua_sendfile(lua_State *L)
 {
     int sock = fastsock_lua_check_sock(L, 1, 0, 1);

@@ -15,6 +15,9 @@
  * continuation picks up from what it left on the Lua stack and in its
  * userdata: nothing on the C stack outlives a yield.
  */
+/*** fastsock for Lua 5.4 (LDoc: `ldoc bindings/lua` writes bindings/lua/doc/).
+ * @module fastsock.scheduler
+ */
 #include "fastsock_lua.h"
 
 #include <lauxlib.h>
@@ -54,7 +57,12 @@ enum fastsock_lua_waitmode fastsock_lua_waitmode(lua_State *L)
     return mode;
 }
 
-/* fastsock.setwaiter(fn | nil) -> the previous waiter or nil */
+/*** Sets the waiter other schedulers plug in with: in a coroutine, a call
+ * that has to wait calls `fn(fd, events, deadline)` (events "r" or "w",
+ * deadline on monotime's clock or nil) and steps again when it returns.
+ * Takes precedence over cqueues; nil removes it.
+ * @function setwaiter
+ * @return the previous waiter, or nil */
 int fastsock_lua_setwaiter(lua_State *L)
 {
     if (!lua_isnoneornil(L, 1))
@@ -66,7 +74,8 @@ int fastsock_lua_setwaiter(lua_State *L)
     return 1;
 }
 
-/* fastsock.monotime() -> seconds on the clock of the waiter's deadlines */
+/*** Seconds on the monotonic clock of the waiter's deadlines.
+ * @function monotime */
 int fastsock_lua_monotime(lua_State *L)
 {
     lua_pushnumber(L, (lua_Number)fastsock_now_ms() / 1000.0);

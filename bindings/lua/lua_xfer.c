@@ -13,6 +13,9 @@
  * __gc then unpins the buffer, frees the scratch memory and gives the socket
  * back; the bytes moved so far stay where they were written.
  */
+/*** fastsock for Lua 5.4 (LDoc: `ldoc bindings/lua` writes bindings/lua/doc/).
+ * @module fastsock.progressive
+ */
 #include "fastsock_lua.h"
 
 #include <lauxlib.h>
