@@ -19,7 +19,7 @@ if(NOT rc EQUAL 0)
 endif()
 
 set(failed "")
-foreach(test run_cases test_luasocket test_buffer test_send_ranges)
+foreach(test run_cases test_luasocket test_buffer test_send_ranges test_cqueues test_waiter)
   set(args --server ${SERVER})
   if(test STREQUAL "run_cases")
     list(APPEND args --cases ${CASES})
