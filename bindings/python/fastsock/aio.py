@@ -184,13 +184,17 @@ async def transfer(xfer, *, timeout=None):
     """Drive a fastsock.Receiver or fastsock.Sender to its end; return its result().
 
     The transfer keeps its progress whatever happens to this call: after a
-    cancellation or a timeout, ``xfer.nbytes`` and ``xfer.partial()`` tell
-    what moved, and awaiting ``transfer(xfer)`` again resumes it.
+    cancellation (``task.cancel()``, ``asyncio.timeout``, ``wait_for``),
+    ``xfer.nbytes`` and ``xfer.partial()`` tell what moved, and awaiting
+    ``transfer(xfer)`` again resumes it. The ``timeout`` keyword instead
+    ends the transfer (``xfer.close()``), as the blocking calls' timeout
+    does: TimeoutError with .nbytes (and .partial for a fresh Receiver, the
+    bytes shrunk in place). The loop's shared budget sets ``xfer.budget``
+    before each step.
 
     Raises the transfer's errors (IncompleteError, OSError subclasses with
-    .nbytes), TimeoutError (with .nbytes) when ``timeout`` seconds pass,
-    RuntimeError when another transfer of the same direction runs on the
-    socket.
+    .nbytes), TimeoutError, RuntimeError when another transfer of the same
+    direction runs on the socket.
     """
     loop = _asyncio.get_running_loop()
     if xfer.ended:
