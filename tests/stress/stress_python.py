@@ -4,6 +4,9 @@
                8 MiB each way through sendall and recvall via the server's
                echo, every byte checked; descriptors and RSS after a GC are
                back to their baseline (the second round does not grow them);
+  aio          the same through fastsock.aio in one asyncio loop, each
+               connection's send and receive at once on the one socket (full
+               duplex); afterwards no fd, RSS, reader/writer or claim left;
   signals      SIGALRM every millisecond during a 256 MiB recvall and a
                256 MiB sendfile: the data is intact and the handler ran;
   exhaustion   a huge n is a MemoryError with nothing allocated or moved;
@@ -143,6 +146,57 @@ def test_concurrency(server):
     assert rss2 - rss0 < 64 * 1024, f"RSS {rss2 - rss0} KiB above the baseline"
 
 
+def aio_round(server, data):
+    import asyncio
+    import fastsock.aio as aio
+
+    async def one(sock):
+        sent, got = await asyncio.gather(aio.sendall(sock, data), aio.recvall(sock, EACH))
+        sock.shutdown(socket.SHUT_WR)
+        return sent == EACH and got == data
+
+    async def run():
+        socks = [server.request("echo") for _ in range(CONNS)]
+        for sock in socks:
+            sock.setblocking(False)
+        try:
+            async with asyncio.timeout(120):
+                results = await asyncio.gather(*(one(sock) for sock in socks))
+        finally:
+            for sock in socks:
+                sock.close()
+        loop = asyncio.get_running_loop()
+        # Nothing registered with the loop, no claim, no budget state.
+        left = [k.fd for k in loop._selector.get_map().values() if k.fd != loop._ssock.fileno()]
+        return results.count(True), left, dict(aio._busy), dict(aio._loops)
+
+    t0 = time.monotonic()
+    ok, left, busy, loops = asyncio.run(run())
+    return time.monotonic() - t0, ok, left, busy, loops
+
+
+def test_aio(server):
+    data = stream(12, EACH)
+    gc.collect()
+    fd0, rss0 = fd_count(), rss_kib()
+    secs1, ok1, left1, busy1, loops1 = aio_round(server, data)
+    gc.collect()
+    fd1, rss1 = fd_count(), rss_kib()
+    secs2, ok2, left2, busy2, loops2 = aio_round(server, data)
+    gc.collect()
+    fd2, rss2 = fd_count(), rss_kib()
+    print(f"aio: {CONNS} connections x 2 rounds, {EACH >> 20} MiB each way each, full duplex in one "
+          f"loop, {(ok1 + ok2) * EACH >> 20} MiB received and verified; round 2 took {secs2:.2f} s; "
+          f"fds {fd0} -> {fd1} -> {fd2}; RSS {rss0} -> {rss1} -> {rss2} KiB")
+    assert ok1 == CONNS and ok2 == CONNS, f"{ok1}, {ok2} of {CONNS} verified"
+    assert not (left1 or left2 or busy1 or busy2 or loops1 or loops2), (left1, busy1, loops1)
+    assert fd0 == fd1 == fd2, (fd0, fd1, fd2)
+    if "asan" in os.environ.get("LD_PRELOAD", ""):
+        print("aio: RSS not checked: ASan's allocator holds freed memory in quarantine")
+        return
+    assert rss2 - rss1 < 32 * 1024, f"RSS grew by {rss2 - rss1} KiB in round 2"
+
+
 BIG = 256 << 20
 
 
@@ -273,7 +327,7 @@ def test_timeouts(server):
     assert min(late) > -1.5 and max(late) < 100, late
 
 
-TESTS = {"concurrency": test_concurrency, "signals": test_signals,
+TESTS = {"concurrency": test_concurrency, "aio": test_aio, "signals": test_signals,
          "exhaustion": test_exhaustion, "timeouts": test_timeouts}
 
 
