@@ -166,8 +166,10 @@ static void end_transfer(lua_State *L, int idx, lxfer *t)
         fastsock_lua_push_bytes(L, (const char *)t->buf->data, t->x.done);
         lua_setiuservalue(L, idx, UV_RESULT);
         lua_getiuservalue(L, idx, UV_DATA);
-        fastsock_lua_scratch_done(L, lua_gettop(L));
+        fastsock_lua_scratch_done(L, lua_gettop(L)); /* may become the next one's */
         lua_pop(L, 1);
+        lua_pushnil(L);
+        lua_setiuservalue(L, idx, UV_DATA);
         t->buf = NULL;
     }
     t->ended = 1;
