@@ -25,7 +25,10 @@ socket that a transport owns (the loop's own RuntimeError).
 One receive and one send may run on a socket at once (full duplex). A second
 receive, or a second send, on a socket that already has one running raises
 RuntimeError at once: asyncio would otherwise silently replace the first
-one's reader and leave it waiting forever.
+one's reader and leave it waiting forever. On the default loop this also
+covers the loop's own pending ``loop.sock_recv``/``sock_sendall`` and
+``add_reader`` callbacks on the socket; uvloop keeps those out of reach, so
+there, don't mix them with fastsock.aio on one socket and direction.
 
 Cancellation and timeouts (``task.cancel()``, ``asyncio.timeout``,
 ``asyncio.wait_for``) stop a transfer between two steps and unregister the
