@@ -135,17 +135,19 @@ class AioTest(unittest.TestCase):
         run(main())
 
     def test_selector_loop_reader_not_replaced(self):
+        if LOOP == "uvloop":
+            self.skipTest("uvloop keeps its own readers out of reach (documented in fastsock.aio)")
+
         async def main():
             loop = asyncio.get_running_loop()
             with nonblocking_pair() as (a, b):
                 b.setblocking(False)
                 pending = asyncio.ensure_future(loop.sock_recv(b, 10))
                 await asyncio.sleep(0)
-                if hasattr(loop, "_selector"):
-                    with self.assertRaisesRegex(RuntimeError, "already has a reader"):
-                        await aio.recvall(b, 10)
+                with self.assertRaisesRegex(RuntimeError, "already has a reader"):
+                    await aio.recvall(b, 10)
                 a.sendall(b"0123456789")
-                self.assertEqual(await pending, b"0123456789")
+                self.assertEqual(await pending, b"0123456789")  # its reader is still there
 
         run(main())
 
