@@ -49,16 +49,23 @@ def reset_peak = File.write("/proc/self/clear_refs", "5")
 
 SERVER = Loopback::Server.new(opts[:server])
 MAX = opts[:sizes].max
-SEND_DATA = Loopback.stream(SEED, 0, MAX).freeze
 SEND_FILE = Tempfile.create("fastsock-eventloop").tap do |f|
   File.unlink(f.path)
   f.binmode
-  f.write(SEND_DATA)
+  f.write(Loopback.stream(SEED, 0, MAX))
   f.flush
 end
-# Reused targets, touched once here, as a program that keeps one would.
-REUSED = "\0".b * MAX
-OUTBUF = String.new(capacity: MAX, encoding: Encoding::BINARY)
+
+# What a route needs besides the socket, made before the clock starts and
+# dropped after, so that the process holds one payload at a time and the
+# peak RSS says what the route itself costs: the data to send, or a reused
+# target, touched as a program that keeps one would have touched it.
+def prepare(route, n)
+  case route
+  when "fastsock_sendall" then SEND_FILE.pread(n, 0)
+  when "io_read_outbuf", "fastsock_recvall_into" then "\0".b * n
+  end
+end
 
 # Length, and 4 KiB of the stream at the start, the middle and the end.
 def verify!(route, data, n)
@@ -78,15 +85,15 @@ def sink_done!(route, sock, n)
 end
 
 RECV = {
-  "io_read" => ->(s, n) { s.read(n) },
-  "io_read_outbuf" => ->(s, n) { s.read(n, OUTBUF) },
-  "fastsock_recvall" => ->(s, n) { Fastsock.recvall(s, n) },
-  "fastsock_recvall_into" => ->(s, n) { Fastsock.recvall_into(s, REUSED, n) && REUSED }
+  "io_read" => ->(s, n, _) { s.read(n) },
+  "io_read_outbuf" => ->(s, n, buf) { s.read(n, buf) },
+  "fastsock_recvall" => ->(s, n, _) { Fastsock.recvall(s, n) },
+  "fastsock_recvall_into" => ->(s, n, buf) { Fastsock.recvall_into(s, buf, n) && buf }
 }.freeze
 
 SEND = {
-  "fastsock_sendall" => ->(s, n) { Fastsock.sendall(s, SEND_DATA, 0, n) },
-  "fastsock_sendfile" => ->(s, n) { Fastsock.sendfile(s, SEND_FILE, 0, n) }
+  "fastsock_sendall" => ->(s, n, data) { Fastsock.sendall(s, data, 0, n) },
+  "fastsock_sendfile" => ->(s, n, _) { Fastsock.sendfile(s, SEND_FILE, 0, n) }
 }.freeze
 
 # [loop, route] pairs in a round; IO#read is the scheduler's own idiom only.
@@ -119,13 +126,14 @@ end
 # scheduler.
 def transfer(route, n, beat = nil)
   send = SEND.key?(route)
+  extra = prepare(route, n)
   sock = SERVER.connect(send ? "sink seed=#{SEED} off=0" : "gen len=#{n} seed=#{SEED}")
   sock.wait_readable unless send # the server's set-up is not the receiver's cost
   GC.start
   reset_peak
   beat&.reset
   t0 = now
-  result = (send ? SEND : RECV).fetch(route).call(sock, n)
+  result = (send ? SEND : RECV).fetch(route).call(sock, n, extra)
   dt = now - t0
   stall = beat ? beat.worst : 0.0
   rss = status_mb("VmHWM:")
@@ -133,6 +141,8 @@ def transfer(route, n, beat = nil)
   [dt, rss, stall]
 ensure
   sock&.close
+  result.clear if result.is_a?(String) # frees its bytes now, not at some later GC
+  extra&.clear
 end
 
 def emit(loop_name, route, size, round, dt, stall, rss)
@@ -147,10 +157,10 @@ def with_heartbeat
   Async do |task|
     beat = Heartbeat.new(task)
     sleep 0.005 # the heartbeat is running
-    value = yield beat
-    beat.stop
-    value
-  end.wait
+    [yield(beat)]
+  ensure
+    beat&.stop
+  end.wait.first
 end
 
 def concurrent(round)
@@ -164,11 +174,14 @@ def concurrent(round)
     reset_peak
     beat.reset
     t0 = now
-    results = socks.map { |s| Async { Fastsock.recvall(s, CONCURRENT_SIZE) } }.map(&:wait)
+    results = Array.new(CONCURRENT)
+    socks.each_with_index.map { |s, i| Async { results[i] = Fastsock.recvall(s, CONCURRENT_SIZE); nil } }
+         .each(&:wait)
     dt = now - t0
     stall = beat.worst
     rss = status_mb("VmHWM:")
     results.each { verify!("fastsock_recvall_64fibers", _1, CONCURRENT_SIZE) }
+    results.each(&:clear)
     socks.each(&:close)
     [dt, rss, stall]
   end

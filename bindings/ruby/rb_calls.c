@@ -55,8 +55,7 @@ static void begin(fastsock_rb_call *c, fastsock_rb_op op, const char *name, int 
     c->file = -1;
     c->timeout_ms = ctl->timeout_ms;
     c->deadline = fastsock_deadline(c->timeout_ms);
-    /* A call that never waits has nothing to ask a scheduler. */
-    c->scheduler = c->timeout_ms == 0 ? Qnil : fastsock_rb__scheduler();
+    c->scheduler = Qnil;
     c->wait_fd = -1;
     c->wait_io = Qnil;
 }
@@ -130,6 +129,22 @@ static void *nogvl(void *arg)
  * interrupts run in between, with the GVL held, and may leave by a long jump. */
 static void run(fastsock_rb_call *c)
 {
+    if (c->op == FASTSOCK_RB_RECV || c->op == FASTSOCK_RB_SEND) {
+        /* One non-blocking try first, GVL held: a message that is already
+         * there (or room to send it) costs neither releasing the GVL nor
+         * asking for a scheduler. */
+        fastsock_ctl now = FASTSOCK_CTL_INIT;
+        now.timeout_ms = 0;
+        c->rc = c->op == FASTSOCK_RB_RECV
+                    ? fastsock_recv(c->fd, c->base, c->len, c->offset, c->count, c->flags, &now)
+                    : fastsock_send(c->fd, c->base, c->len, c->offset, c->count, &now);
+        c->total += now.moved;
+        if (c->rc != -EAGAIN || c->timeout_ms == 0)
+            return;
+    }
+    /* A call that never waits has nothing to ask a scheduler. */
+    if (c->timeout_ms != 0)
+        c->scheduler = fastsock_rb__scheduler();
     if (!NIL_P(c->scheduler) && fastsock_rb__sched_run(c))
         return;
     for (;;) {

@@ -187,8 +187,8 @@ static fastsock_result wait_for(fastsock_rb_call *c, unsigned events)
     return FASTSOCK_RB_ESCHED;
 }
 
-/* recv_into and send: the system call first, a wait only when it has
- * nothing to do, so a message that is already there costs no wait. */
+/* recv_into and send, after run's first try found nothing to do: a wait,
+ * then the system call again. */
 static void single(fastsock_rb_call *c)
 {
     if (c->op == FASTSOCK_RB_RECV && receiving) {
@@ -199,22 +199,36 @@ static void single(fastsock_rb_call *c)
         }
     }
     for (;;) {
+        fastsock_result rc =
+            wait_for(c, c->op == FASTSOCK_RB_RECV ? FASTSOCK_WANT_READ : FASTSOCK_WANT_WRITE);
+        if (rc < 0) {
+            c->rc = rc;
+            return;
+        }
         fastsock_ctl ctl = FASTSOCK_CTL_INIT;
         ctl.timeout_ms = 0;
-        fastsock_result rc = c->op == FASTSOCK_RB_RECV
-            ? fastsock_recv(c->fd, c->base, c->len, c->offset, c->count, c->flags, &ctl)
-            : fastsock_send(c->fd, c->base, c->len, c->offset, c->count, &ctl);
+        rc = c->op == FASTSOCK_RB_RECV
+                 ? fastsock_recv(c->fd, c->base, c->len, c->offset, c->count, c->flags, &ctl)
+                 : fastsock_send(c->fd, c->base, c->len, c->offset, c->count, &ctl);
         c->total += ctl.moved;
         if (rc != -EAGAIN) {
             c->rc = rc;
             return;
         }
-        rc = wait_for(c, c->op == FASTSOCK_RB_RECV ? FASTSOCK_WANT_READ : FASTSOCK_WANT_WRITE);
-        if (rc < 0) {
-            c->rc = rc;
-            return;
-        }
     }
+}
+
+/* Bulk transfers in progress under schedulers in this process. A reactor
+ * runs every ready fiber's step before it comes back to a timer, so the
+ * steps share the core's 1 MiB budget: the loop's round stays about a
+ * millisecond of copying however many transfers run at once. */
+static unsigned long active;
+#define MIN_BUDGET ((size_t)64 << 10)
+
+static size_t shared_budget(void)
+{
+    size_t b = FASTSOCK_XFER_BUDGET / (active ? active : 1);
+    return b < MIN_BUDGET ? MIN_BUDGET : b;
 }
 
 /* recvall, recvall_into, sendall, sendfile: one progressive transfer on the
@@ -253,7 +267,9 @@ static void bulk(fastsock_rb_call *c)
         return;
     }
     size_t before = c->total; /* read-ahead bytes a receive took first */
+    active++;
     for (;;) {
+        x.budget = shared_budget();
         /* Ruby's process-wide ban on huge pages would void the step's
          * fresh-memory advice: lifted for the step, as the thread path
          * lifts it for the whole String. */
@@ -273,6 +289,7 @@ static void bulk(fastsock_rb_call *c)
             break;
         }
     }
+    active--;
     if (c->op == FASTSOCK_RB_RECVALL)
         fastsock_rb__add_cycles(x.cycles);
     fastsock_xfer_release(&x);
