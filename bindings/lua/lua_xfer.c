@@ -117,9 +117,15 @@ static lxfer *push_xfer(lua_State *L, enum xkind kind, int sockidx, int fd)
 /* Gives back everything but the progress: the socket's direction, the
  * buffer's pin, the scratch, the fallback's memory, a path's fd; leaves a
  * file positioned after the bytes sent. Idempotent. */
+static fastsock_result sock_still_open(lua_State *L, int idx, const lxfer *t);
+
 static void release(lua_State *L, int idx, lxfer *t)
 {
+    /* cqueues forgets the number even when the program closed the socket:
+     * that is when a stale entry would hang the number's next socket. */
     fastsock_lua_done_polling(L, &t->p);
+    if (t->lowat != 0 && sock_still_open(L, idx, t) < 0)
+        t->lowat = 0; /* closed: the number may be another socket's now */
     if (t->lowat != 0) {
         setsockopt(t->p.fd, SOL_SOCKET, SO_RCVLOWAT, &t->saved_lowat, sizeof t->saved_lowat);
         t->lowat = 0;
@@ -204,28 +210,35 @@ static int push_pending(lua_State *L, lxfer *t, fastsock_result rc)
     return fastsock_lua_fail(L, rc, (lua_Integer)t->x.done);
 }
 
-/* 0, or -EBADF when the program closed the socket object or the file
- * handle since the transfer began (another coroutine's close): the fd
- * number may already name something else. */
-static fastsock_result still_open(lua_State *L, int idx, lxfer *t)
+/* 0, or -EBADF when the program closed the socket object since the
+ * transfer began (another coroutine's close): the fd number may already
+ * name something else. */
+static fastsock_result sock_still_open(lua_State *L, int idx, const lxfer *t)
 {
     fastsock_result rc = 0;
-    if (t->sockobj) {
-        lua_getiuservalue(L, idx, UV_SOCK);
-        if (luaL_getmetafield(L, -1, "__index") != LUA_TNIL) {
-            lua_pop(L, 1);
-            if (lua_getfield(L, -1, "getfd") == LUA_TFUNCTION) {
-                lua_pushvalue(L, -2);
-                lua_call(L, 1, 1);
-                int isint = 0;
-                lua_Integer fd = lua_tointegerx(L, -1, &isint);
-                if (!isint || fd != t->p.fd)
-                    rc = -EBADF;
-            }
-            lua_pop(L, 1);
+    if (!t->sockobj)
+        return 0;
+    lua_getiuservalue(L, idx, UV_SOCK);
+    if (luaL_getmetafield(L, -1, "__index") != LUA_TNIL) {
+        lua_pop(L, 1);
+        if (lua_getfield(L, -1, "getfd") == LUA_TFUNCTION) {
+            lua_pushvalue(L, -2);
+            lua_call(L, 1, 1);
+            int isint = 0;
+            lua_Integer fd = lua_tointegerx(L, -1, &isint);
+            if (!isint || fd != t->p.fd)
+                rc = -EBADF;
         }
         lua_pop(L, 1);
     }
+    lua_pop(L, 1);
+    return rc;
+}
+
+/* As sock_still_open, and the file handle of a sendfile too. */
+static fastsock_result still_open(lua_State *L, int idx, lxfer *t)
+{
+    fastsock_result rc = sock_still_open(L, idx, t);
     if (rc == 0 && t->kind == XK_FILE && t->file.stream != NULL) {
         lua_getiuservalue(L, idx, UV_FILE);
         luaL_Stream *s = luaL_testudata(L, -1, LUA_FILEHANDLE);
