@@ -145,9 +145,8 @@ void fastsock_rb__thp_restore(int lifted);
 /* Fiber.scheduler when the current fiber is non-blocking, else Qnil. */
 VALUE fastsock_rb__scheduler(void);
 /* Runs call c to its end (c->rc, c->total) stepping the core between waits
- * through c->scheduler. Returns 0 when it can't serve the call (sendfile
- * from a pipe), which then runs in the thread's way. */
-int fastsock_rb__sched_run(fastsock_rb_call *c);
+ * through c->scheduler. */
+void fastsock_rb__sched_run(fastsock_rb_call *c);
 
 /* ---- Receiver and Sender (rb_xfer.c) ---------------------------------------- */
 

@@ -145,8 +145,10 @@ static void run(fastsock_rb_call *c)
     /* A call that never waits has nothing to ask a scheduler. */
     if (c->timeout_ms != 0)
         c->scheduler = fastsock_rb__scheduler();
-    if (!NIL_P(c->scheduler) && fastsock_rb__sched_run(c))
+    if (!NIL_P(c->scheduler)) {
+        fastsock_rb__sched_run(c);
         return;
+    }
     for (;;) {
         memset(&c->ctl, 0, sizeof c->ctl);
         c->ctl.on_interrupt = hook;

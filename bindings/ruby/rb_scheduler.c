@@ -139,44 +139,54 @@ static VALUE io_wait(VALUE arg)
     return rb_fiber_scheduler_io_wait(a->scheduler, a->io, a->events, a->timeout);
 }
 
+typedef struct open_args {
+    int fd, flags;
+} open_args;
+
 static VALUE open_io(VALUE arg)
 {
-    return rb_io_fdopen(((fastsock_rb_call *)arg)->wait_fd, O_RDWR, NULL);
+    open_args *a = (open_args *)arg;
+    return rb_io_fdopen(a->fd, a->flags, NULL);
 }
 
-/* Waits through the scheduler until the socket is ready for events
+/* An IO over fd (which it then owns), for io_wait; FASTSOCK_RB_EJUMP if
+ * making it raised. */
+static fastsock_result make_io(fastsock_rb_call *c, int fd, int flags, VALUE *io)
+{
+    open_args a = { fd, flags };
+    int state = 0;
+    *io = rb_protect(open_io, (VALUE)&a, &state);
+    if (state) {
+        *io = Qnil;
+        c->jump_state = state;
+        return FASTSOCK_RB_EJUMP;
+    }
+    return 0;
+}
+
+/* Waits through the scheduler until io is ready for events
  * (FASTSOCK_WANT_*). 0 when it is; -ETIMEDOUT at the call's deadline;
  * -EBADF when another fiber closed the socket meanwhile; FASTSOCK_RB_ESCHED
  * or FASTSOCK_RB_EJUMP as above. */
-static fastsock_result wait_for(fastsock_rb_call *c, unsigned events)
+static fastsock_result wait_on(fastsock_rb_call *c, VALUE io, unsigned events)
 {
-    fastsock_result rc = open_own(c);
-    if (rc < 0)
-        return rc;
-    int state = 0;
-    if (NIL_P(c->wait_io)) {
-        c->wait_io = rb_protect(open_io, (VALUE)c, &state);
-        if (state) {
-            c->wait_io = Qnil;
-            c->jump_state = state;
-            return FASTSOCK_RB_EJUMP;
-        }
-    }
     int64_t left = fastsock_remaining_ms(c->deadline);
     if (left == 0)
         return -ETIMEDOUT;
     wait_args a = {
         .scheduler = c->scheduler,
-        .io = c->wait_io,
+        .io = io,
         .events = INT2NUM(events == FASTSOCK_WANT_READ ? RUBY_IO_READABLE : RUBY_IO_WRITABLE),
         .timeout = left < 0 ? Qnil : DBL2NUM((double)left / 1000.0),
     };
+    int state = 0;
     VALUE ready = rb_protect(io_wait, (VALUE)&a, &state);
     if (state) {
         c->jump_state = state;
         return FASTSOCK_RB_EJUMP;
     }
-    if ((rc = still_open(c)) < 0)
+    fastsock_result rc = still_open(c);
+    if (rc < 0)
         return rc;
     if (RTEST(ready))
         return 0;
@@ -185,6 +195,17 @@ static fastsock_result wait_for(fastsock_rb_call *c, unsigned events)
     if (c->deadline >= 0 && fastsock_now_ms() + 1 >= c->deadline)
         return -ETIMEDOUT;
     return FASTSOCK_RB_ESCHED;
+}
+
+/* The same for the socket, on the call's own IO. */
+static fastsock_result wait_for(fastsock_rb_call *c, unsigned events)
+{
+    fastsock_result rc = open_own(c);
+    if (rc < 0)
+        return rc;
+    if (NIL_P(c->wait_io) && (rc = make_io(c, c->wait_fd, O_RDWR, &c->wait_io)) < 0)
+        return rc;
+    return wait_on(c, c->wait_io, events);
 }
 
 /* recv_into and send, after run's first try found nothing to do: a wait,
@@ -295,19 +316,110 @@ static void bulk(fastsock_rb_call *c)
     fastsock_xfer_release(&x);
 }
 
-int fastsock_rb__sched_run(fastsock_rb_call *c)
+/* sendfile from a pipe (or anything else not seekable): the core's
+ * progressive sendfile reads its file with pread, so this reads the pipe
+ * itself, non-blocking, waiting for it through the scheduler as for the
+ * socket, and sends from a bounce buffer. */
+#define PIPE_BOUNCE ((size_t)256 << 10)
+
+static fastsock_result pipe_send(fastsock_rb_call *c, char *buf)
 {
-    /* The core's progressive sendfile needs a seekable file: a pipe could
-     * leave a step blocked in read(2), which no scheduler is watching. */
-    if (c->op == FASTSOCK_RB_SENDFILE && !c->file_seekable)
-        return 0;
+    size_t at = 0, have = 0, since_wait = 0;
+    VALUE pipe_io = Qnil;
+    fastsock_result rc = 0;
+    for (;;) {
+        if (at == have) {
+            size_t left = c->count == FASTSOCK_ALL ? PIPE_BOUNCE : c->count - c->total;
+            if (left == 0)
+                break;
+            ssize_t got = read(c->file, buf, left < PIPE_BOUNCE ? left : PIPE_BOUNCE);
+            if (got == 0)
+                break; /* end of the pipe: what was there is sent */
+            if (got < 0 && errno == EINTR)
+                continue;
+            if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                if (NIL_P(pipe_io)) {
+                    int fd = fcntl(c->file, F_DUPFD_CLOEXEC, 0);
+                    if (fd < 0) {
+                        rc = -errno;
+                        break;
+                    }
+                    if ((rc = make_io(c, fd, O_RDONLY, &pipe_io)) < 0) {
+                        close(fd);
+                        break;
+                    }
+                }
+                if ((rc = wait_on(c, pipe_io, FASTSOCK_WANT_READ)) < 0)
+                    break;
+                since_wait = 0;
+                continue;
+            }
+            if (got < 0) {
+                rc = -errno;
+                break;
+            }
+            at = 0;
+            have = (size_t)got;
+        }
+        fastsock_ctl ctl = FASTSOCK_CTL_INIT;
+        ctl.timeout_ms = 0;
+        rc = fastsock_send(c->wait_fd, buf, have, at, have - at, &ctl);
+        at += ctl.moved;
+        c->total += ctl.moved;
+        since_wait += ctl.moved;
+        if (rc == -EAGAIN || since_wait >= FASTSOCK_XFER_BUDGET) {
+            /* Nothing more for now, or a budget's worth moved without a
+             * wait: the other fibers get their turn (a ready socket's wait
+             * comes straight back). */
+            if ((rc = wait_for(c, FASTSOCK_WANT_WRITE)) < 0)
+                break;
+            since_wait = 0;
+            continue;
+        }
+        if (rc < 0)
+            break;
+        rc = 0;
+    }
+    if (!NIL_P(pipe_io))
+        rb_io_close(pipe_io);
+    return rc < 0 ? rc : (fastsock_result)c->total;
+}
+
+static void pipe_sendfile(fastsock_rb_call *c)
+{
+    if (c->file_offset != 0) {
+        c->rc = -ESPIPE; /* as the core: a pipe is read from where it is */
+        return;
+    }
+    fastsock_result rc = open_own(c);
+    if (rc < 0) {
+        c->rc = rc;
+        return;
+    }
+    char *buf = malloc(PIPE_BOUNCE);
+    if (buf == NULL) {
+        c->rc = -ENOMEM;
+        return;
+    }
+    int flags = fcntl(c->file, F_GETFL);
+    int set = flags >= 0 && !(flags & O_NONBLOCK) &&
+              fcntl(c->file, F_SETFL, flags | O_NONBLOCK) == 0;
+    c->rc = pipe_send(c, buf);
+    if (set)
+        fcntl(c->file, F_SETFL, flags);
+    free(buf);
+}
+
+void fastsock_rb__sched_run(fastsock_rb_call *c)
+{
     c->wait_fd = -1;
     c->wait_io = Qnil;
     c->receiving = NULL;
     if (c->op == FASTSOCK_RB_RECV || c->op == FASTSOCK_RB_SEND)
         single(c);
+    else if (c->op == FASTSOCK_RB_SENDFILE && !c->file_seekable)
+        pipe_sendfile(c);
     else
         bulk(c);
     close_own(c);
-    return 1;
 }

@@ -125,6 +125,29 @@ module SchedulerContract
     end
   end
 
+  # The pipe is written by another fiber in pieces: sendfile must wait for
+  # it through the scheduler, or the writer never runs.
+  def test_sendfile_from_a_pipe_waits_for_the_pipe
+    data = stream(14, 0, 3 << 20)
+    sock = connect("sink seed=14 off=0")
+    sent = in_scheduler do
+      r, w = IO.pipe
+      writer = spawn do
+        (0...data.bytesize).step(256 << 10) do |off|
+          w.write(data.byteslice(off, 256 << 10))
+          sleep 0.005
+        end
+        w.close
+      end
+      n = Fastsock.sendfile(sock, r)
+      join(writer)
+      r.close
+      n
+    end
+    assert_equal data.bytesize, sent
+    assert_equal [data.bytesize] * 2, Loopback.sink_answer(sock)
+  end
+
   def test_the_timeout_keyword_reports_what_came
     sock = connect("gen len=100000 seed=6 stall=12345 stall_ms=3000")
     err, dt = in_scheduler do

@@ -17,9 +17,8 @@
 # position where the caller can read it: {recvall_into} a String the caller
 # owns (its bytesize grows with every byte received), or a {Receiver}. Two
 # bulk receives on one socket at once raise {BusyError}; a receive in one
-# fiber and a send in another (full duplex) is fine. One exception:
-# {sendfile} from a pipe still blocks the thread (a progressive step could
-# block reading the pipe).
+# fiber and a send in another (full duplex) is fine. {sendfile} from a pipe
+# waits for the pipe through the scheduler too.
 #
 # A +sock+ is a BasicSocket or any IO (or an object answering +to_io+), or
 # an Integer file descriptor. Bytes the IO has already read ahead (after
