@@ -2,9 +2,9 @@
  * Lua 5.4 entry file: `local fastsock = require "fastsock"`.
  *
  * recvall_cycles comes from the language-neutral interface as it stands. The
- * transfers and the buffer type are hand-written lua_CFunctions
- * (bindings/lua/*.c, listed in fastsock_lua.h) registered with %native, because SWIG 4.1's
- * Lua module can't express them: it refuses multi-input typemaps
+ * transfers, the buffer type and the progressive objects are hand-written
+ * lua_CFunctions (bindings/lua/*.c, listed in fastsock_lua.h) registered
+ * with %native, because SWIG 4.1's Lua module can't express them: it refuses multi-input typemaps
  * ("numinputs > 1 not supported by this target language module"), while a
  * LuaSocket send needs data, i and j together to clamp like string.sub and to
  * answer with the last index sent; results are LuaSocket's `nil, err,
