@@ -288,22 +288,32 @@ static void bulk(fastsock_rb_call *c)
         return;
     }
     size_t before = c->total; /* read-ahead bytes a receive took first */
+    size_t turn = 0;          /* bytes moved since the scheduler's last turn */
     active++;
     for (;;) {
-        x.budget = shared_budget();
+        size_t budget = shared_budget();
+        x.budget = budget - turn;
         /* Ruby's process-wide ban on huge pages would void the step's
          * fresh-memory advice: lifted for the step, as the thread path
          * lifts it for the whole String. */
         int lifted = (x.flags & FASTSOCK_XFER_FRESH) && !x.advise_stopped
                          ? fastsock_rb__thp_lift(x.count - x.done)
                          : 0;
-        fastsock_xfer_step(&x);
+        fastsock_result moved = fastsock_xfer_step(&x);
         fastsock_rb__thp_restore(lifted);
         c->total = before + x.done;
         if (x.want == 0) {
             c->rc = x.error < 0 ? x.error : (fastsock_result)x.done;
             break;
         }
+        /* A step ends at the first short system call; by now the peer may
+         * have sent more, and another step costs one system call where a
+         * wait costs a round of the scheduler. So the steps go on while
+         * they move data, up to the budget of one turn. */
+        turn += moved > 0 ? (size_t)moved : 0;
+        if (moved > 0 && turn < budget)
+            continue;
+        turn = 0;
         rc = wait_for(c, x.want);
         if (rc < 0) {
             c->rc = rc;
