@@ -260,6 +260,10 @@ static void set_claims(lua_State *L, int fd, unsigned bits)
 
 void fastsock_lua_check_unclaimed(lua_State *L, int fd, unsigned dir, int arg)
 {
+    /* A receiver the program dropped without closing holds its claim until
+     * the collector finalizes it: collect before calling it a conflict. */
+    if ((claimed(L, fd) & dir) && lua_gc(L, LUA_GCISRUNNING))
+        lua_gc(L, LUA_GCCOLLECT);
     if (claimed(L, fd) & dir)
         luaL_argerror(L, arg, dir == FASTSOCK_WANT_READ
                                   ? "another receive is in progress on this socket (a "
