@@ -10,6 +10,7 @@ require "minitest/autorun"
 require "async"
 require "fastsock"
 require "openssl"
+require "rbconfig"
 require "socket"
 require "tempfile"
 require_relative "loopback"
@@ -322,6 +323,45 @@ class AsyncSchedulerTest < Minitest::Test
     end.wait
     assert_equal 3333, seen.nbytes
     assert_equal stream(21, 0, 3333), seen.partial
+  end
+
+  # Ctrl-C lands in the reactor's own loop; the reactor stops its tasks on
+  # the way out, and the receive's exception says what came.
+  def test_ctrl_c_stops_a_reactor_waiting_in_fastsock
+    dirs = $LOADED_FEATURES.grep(%r{(/fastsock\.rb|/fastsock/native\.so)\z}).map do |f|
+      f.end_with?(".so") ? File.dirname(f, 2) : File.dirname(f)
+    end
+    script = <<~RUBY
+      require "async"; require "fastsock"; require "socket"
+      s = TCPSocket.new("127.0.0.1", Integer(ARGV[0]))
+      s.write("gen len=100000 seed=1 stall=100 stall_ms=10000\\n")
+      seen = nil
+      t0 = nil
+      begin
+        Async do
+          $stdout.puts "ready"; $stdout.flush
+          t0 = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+          Fastsock.recvall(s, 100000)
+          puts "finished"
+        rescue Exception => e
+          seen = e
+          raise
+        end
+      rescue Interrupt
+        puts "interrupted %.2f %s" % [Process.clock_gettime(Process::CLOCK_MONOTONIC) - t0, seen&.nbytes.inspect]
+      end
+    RUBY
+    argv = [RbConfig.ruby, *dirs.uniq.flat_map { ["-I", _1] }, "-e", script, SERVER.port.to_s]
+    IO.popen(argv, "r", err: File::NULL) do |io|
+      assert_equal "ready\n", io.gets
+      sleep 0.3
+      Process.kill("INT", io.pid)
+      line = io.gets
+      assert_match(/\Ainterrupted /, line)
+      _, dt, nbytes = line.split
+      assert_operator Float(dt), :<, 1.5
+      assert_equal "100", nbytes
+    end
   end
 
   def test_thread_raise_reaches_a_reactor_waiting_in_fastsock
