@@ -144,6 +144,8 @@ void fastsock_rb__thp_restore(int lifted);
 
 /* Fiber.scheduler when the current fiber is non-blocking, else Qnil. */
 VALUE fastsock_rb__scheduler(void);
+/* Whether a bulk receive under a scheduler is in progress on fd's socket. */
+int fastsock_rb__receive_busy(int fd);
 /* Runs call c to its end (c->rc, c->total) stepping the core between waits
  * through c->scheduler. */
 void fastsock_rb__sched_run(fastsock_rb_call *c);

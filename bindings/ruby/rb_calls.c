@@ -129,6 +129,13 @@ static void *nogvl(void *arg)
  * interrupts run in between, with the GVL held, and may leave by a long jump. */
 static void run(fastsock_rb_call *c)
 {
+    /* A receive while a fiber's bulk receive waits on the same socket
+     * would take bytes from the middle of its stream. */
+    if ((c->op == FASTSOCK_RB_RECV || c->op == FASTSOCK_RB_RECVALL) &&
+        fastsock_rb__receive_busy(c->fd)) {
+        c->rc = FASTSOCK_RB_EBUSY;
+        return;
+    }
     if (c->op == FASTSOCK_RB_RECV || c->op == FASTSOCK_RB_SEND) {
         /* One non-blocking try first, GVL held: a message that is already
          * there (or room to send it) costs neither releasing the GVL nor

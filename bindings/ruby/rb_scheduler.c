@@ -62,6 +62,12 @@ static int receive_in_progress(dev_t dev, ino_t ino)
     return 0;
 }
 
+int fastsock_rb__receive_busy(int fd)
+{
+    struct stat st;
+    return receiving != NULL && fstat(fd, &st) == 0 && receive_in_progress(st.st_dev, st.st_ino);
+}
+
 static int list_receive(fastsock_rb_call *c)
 {
     receive_entry *e = malloc(sizeof *e);
@@ -212,13 +218,6 @@ static fastsock_result wait_for(fastsock_rb_call *c, unsigned events)
  * then the system call again. */
 static void single(fastsock_rb_call *c)
 {
-    if (c->op == FASTSOCK_RB_RECV && receiving) {
-        struct stat st;
-        if (fstat(c->fd, &st) == 0 && receive_in_progress(st.st_dev, st.st_ino)) {
-            c->rc = FASTSOCK_RB_EBUSY;
-            return;
-        }
-    }
     for (;;) {
         fastsock_result rc =
             wait_for(c, c->op == FASTSOCK_RB_RECV ? FASTSOCK_WANT_READ : FASTSOCK_WANT_WRITE);

@@ -205,6 +205,8 @@ module SchedulerContract
       rescue Fastsock::BusyError => e
         e
       end
+      # Not even one message from the middle of a's stream.
+      assert_raises(Fastsock::BusyError) { Fastsock.recv_into(sock, +"", 10) }
       [join(a), b]
     end
     assert_kind_of Fastsock::BusyError, second
