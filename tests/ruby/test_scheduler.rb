@@ -245,26 +245,27 @@ module SchedulerContract
 
   # A stopped task returns nothing: the position lives in the caller's
   # String, whose bytesize is what came. 1,000 stops at random points, the
-  # stream resumed from there each time, and verified end to end.
+  # stream resumed from there each time, then once more without a stop, and
+  # everything verified. The stream outlasts the stops however slow the
+  # machine (64 MiB at 4 KiB a millisecond), so every stop lands mid-transfer.
   def test_a_thousand_stops_lose_nothing
-    n = 6 << 20
+    n = 64 << 20
     sock = connect("gen len=#{n} seed=12 trickle=4096:1")
     buf = String.new(encoding: Encoding::BINARY)
     stops = in_scheduler do
       count = 0
-      while buf.bytesize < n
+      while count < 1000
         t = spawn { Fastsock.recvall_into(sock, buf, n - buf.bytesize, buf.bytesize) }
-        if count < 1000
-          sleep(rand * 0.0005)
-          count += 1 if stop(t)
-        end
+        sleep(rand * 0.0005)
+        count += 1 if stop(t)
         join(t)
       end
+      Fastsock.recvall_into(sock, buf, 100_000, buf.bytesize)
       count
     end
     assert_equal 1000, stops
-    assert_equal n, buf.bytesize
-    assert_equal stream(12, 0, n), buf
+    assert_operator buf.bytesize, :>=, 100_000
+    assert_equal stream(12, 0, buf.bytesize), buf
   end
 
   def test_a_receiver_in_a_fiber
