@@ -210,14 +210,15 @@ local function rotate(list, k)
   return out
 end
 
--- Each coroutine's own buffer for the concurrent recvall_into, touched once.
-local CONCURRENT_BUFS = {}
-for k = 1, CONCURRENT do CONCURRENT_BUFS[k] = fastsock.buffer(CONCURRENT_SIZE):fill(0) end
 
 -- One coroutine's 16 MiB, then 64 coroutines' at once, in the same
 -- controller: into new strings (recvall) and into their own buffers
 -- (recvall_into).
 local function concurrent(round)
+  -- Each coroutine's own buffer for recvall_into, touched once, made here
+  -- and closed after, so that the other routes' peak RSS does not hold them.
+  local bufs = {}
+  for k = 1, CONCURRENT do bufs[k] = fastsock.buffer(CONCURRENT_SIZE):fill(0) end
   for _, into in ipairs { false, true } do
     local name = into and "fastsock_recvall_into" or "fastsock_recvall"
     local dt1, rss1, stall1 = with_heartbeat(function(beat)
@@ -236,7 +237,7 @@ local function concurrent(round)
       for k = 1, CONCURRENT do
         cq:wrap(function()
           if into then
-            results[k] = fastsock.recvall_into(conns[k], CONCURRENT_BUFS[k], CONCURRENT_SIZE)
+            results[k] = fastsock.recvall_into(conns[k], bufs[k], CONCURRENT_SIZE)
           else
             results[k] = fastsock.recvall(conns[k], CONCURRENT_SIZE)
           end
@@ -249,7 +250,7 @@ local function concurrent(round)
       for k = 1, CONCURRENT do
         local route = name .. "_" .. CONCURRENT .. "coroutines"
         if into then
-          local b = CONCURRENT_BUFS[k]
+          local b = bufs[k]
           if results[k] ~= CONCURRENT_SIZE then error(route .. ": " .. tostring(results[k]), 0) end
           verify(route, function(i, j) return b:tostring(i, j) end, results[k], CONCURRENT_SIZE)
         else
@@ -262,6 +263,7 @@ local function concurrent(round)
     emit("cqueues", name .. "_" .. CONCURRENT .. "coroutines", CONCURRENT * CONCURRENT_SIZE,
          round, dt, stall, rss)
   end
+  for k = 1, CONCURRENT do bufs[k]:close() end
 end
 
 print("PORT " .. server.port)
