@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Fails when a public name of a built module has no reference entry in docs/.
 
-A reference entry is a Markdown heading whose first code span starts with
-the qualified name, and whose section (up to the next heading) holds an
-example in a fenced code block:
+A reference entry is a Markdown heading (### or deeper; ## headings are
+sections) whose first code span starts with the qualified name, and whose
+section (up to the next heading) holds an example in a fenced code block:
 
     ### `fastsock.recvall(sock, n, *, timeout=...)`      docs/python.md
     ### `Fastsock::Receiver#step`                         docs/ruby.md
@@ -19,6 +19,9 @@ The public names come from the modules themselves, as built:
   SWIG extension the Ruby layer calls, is internal.
 - Lua: every key of the module table, and the methods (__index) of every
   metatable the module registers as "fastsock.<type>" ("<type>:<method>").
+
+And every entry must name something the built module has: no entries for
+what was removed or renamed.
 """
 
 import argparse
@@ -94,6 +97,58 @@ table.sort(out)
 print(table.concat(out, "\n"))
 """
 
+# The other direction: each entry's name (one a line on stdin) that the
+# built module does not have, so that the docs don't describe what is gone.
+PY_MISSING = r"""
+import importlib, sys
+import fastsock
+for name in sys.stdin.read().split():
+    parts = name.split(".")
+    obj, i = None, 1
+    while i <= len(parts):   # the longest importable module prefix
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+            i += 1
+        except ImportError:
+            break
+    try:
+        for attr in parts[i - 1:]:
+            obj = getattr(obj, attr)
+    except AttributeError:
+        obj = None
+    if obj is None:
+        print(name)
+"""
+
+RUBY_MISSING = r"""
+require "fastsock"
+STDIN.read.split.each do |name|
+  found =
+    case name
+    when /\A(.+)#(.+)\z/ then (Object.const_get($1).method_defined?($2) rescue false)
+    when /\A(.+)\.([^.:]+)\z/ then (Object.const_get($1).respond_to?($2) rescue false)
+    else (Object.const_defined?(name) rescue false)
+    end
+  puts name unless found
+end
+"""
+
+LUA_MISSING = r"""
+local fastsock = require "fastsock"
+for name in io.read("a"):gmatch("%S+") do
+  local found
+  local t, m = name:match("^([%w_]+):([%w_]+)$")
+  if t then
+    local mt = debug.getregistry()["fastsock." .. t]
+    found = type(mt) == "table" and type(mt.__index) == "table" and mt.__index[m] ~= nil
+  else
+    local k = name:match("^fastsock%.([%w_]+)$")
+    found = k ~= nil and fastsock[k] ~= nil
+  end
+  if not found then print(name) end
+end
+"""
+
 HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
 CODE_SPAN = re.compile(r"`([^`]+)`")
 PREFIXES = ("class ", "exception ", "async def ", "await ", "module ", "constant ")
@@ -117,7 +172,7 @@ def entries(path):
             continue
         current = None
         span = CODE_SPAN.search(m.group(2))
-        if not span:
+        if not span or len(m.group(1)) < 3:  # "## Module `fastsock`" is a section
             continue
         text = span.group(1).strip()
         for p in PREFIXES:
@@ -129,9 +184,9 @@ def entries(path):
     return found
 
 
-def ask(cmd, env_add, parse):
+def ask(cmd, env_add, parse, stdin=None):
     env = dict(os.environ, **env_add)
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, input=stdin)
     if done.returncode != 0:
         raise SystemExit(f"could not list the public names: {' '.join(cmd[:2])}\n{done.stderr}")
     return parse(done.stdout)
@@ -152,19 +207,23 @@ def main():
     failed = False
     if args.python:
         py = ask([args.python, "-B", "-c", PY_NAMES], {"PYTHONPATH": args.pythonpath or ""}, json.loads)
-        langs.append(("python", py["names"]))
+        langs.append(("python", py["names"], lambda doc: ask(
+            [args.python, "-B", "-c", PY_MISSING], {"PYTHONPATH": args.pythonpath or ""}, str.split, doc)))
         # What `python3 -m pydoc fastsock` shows: every public module,
         # function, class and method carries a docstring.
         for n in py["nodoc"]:
             print(f"python: no docstring: {n}")
             failed = True
     if args.ruby:
-        langs.append(("ruby", ask([args.ruby, "-e", RUBY_NAMES], {"RUBYLIB": args.rubylib or ""}, json.loads)))
+        rubylib = {"RUBYLIB": args.rubylib or ""}
+        langs.append(("ruby", ask([args.ruby, "-e", RUBY_NAMES], rubylib, json.loads),
+                      lambda doc: ask([args.ruby, "-e", RUBY_MISSING], rubylib, str.split, doc)))
     if args.lua:
-        langs.append(("lua", ask([args.lua, "-e", LUA_NAMES], {"LUA_CPATH": args.lua_cpath or ""},
-                                 lambda s: s.split())))
+        cpath = {"LUA_CPATH": args.lua_cpath or ""}
+        langs.append(("lua", ask([args.lua, "-e", LUA_NAMES], cpath, str.split),
+                      lambda doc: ask([args.lua, "-e", LUA_MISSING], cpath, str.split, doc)))
 
-    for lang, names in langs:
+    for lang, names, missing_in_module in langs:
         doc = os.path.join(args.docs, f"{lang}.md")
         if not os.path.exists(doc):
             print(f"{lang}: {doc} is missing")
@@ -178,7 +237,10 @@ def main():
             print(f"  no entry: {n}")
         for n in no_example:
             print(f"  no example in the entry of {n}")
-        failed |= bool(missing or no_example)
+        stale = missing_in_module("\n".join(documented))
+        for n in stale:
+            print(f"  an entry for what the module does not have: {n}")
+        failed |= bool(missing or no_example or stale)
     return 1 if failed else 0
 
 
