@@ -45,21 +45,52 @@ VALUE fastsock_rb__scheduler(void)
  * one on the same socket is refused, since the two would split one stream
  * between them. On the heap, not in the calls' frames: a fiber that a
  * scheduler drops without resuming it never unlists itself, and its stack
- * goes away. Only touched with the GVL held. */
+ * goes away. Such an entry is recognised by its call's own descriptor: the
+ * collector closes it with the call's IO once the fiber is gone. Only
+ * touched with the GVL held. */
 typedef struct receive_entry {
     dev_t dev;
     ino_t ino;
+    int own_fd; /* the call's dup of the socket */
     struct receive_entry *next;
 } receive_entry;
 
 static receive_entry *receiving;
 
+/* Whether the entry's call can still be running: its descriptor still
+ * names the socket. */
+static int alive(const receive_entry *e)
+{
+    struct stat st;
+    return fstat(e->own_fd, &st) == 0 && st.st_dev == e->dev && st.st_ino == e->ino;
+}
+
+static int in_progress_now(dev_t dev, ino_t ino)
+{
+    for (receive_entry **p = &receiving; *p;) {
+        receive_entry *e = *p;
+        if (!alive(e)) {
+            *p = e->next; /* its fiber was dropped and collected */
+            free(e);
+            continue;
+        }
+        if (e->dev == dev && e->ino == ino)
+            return 1;
+        p = &e->next;
+    }
+    return 0;
+}
+
+/* A receive found in progress may belong to a fiber the program dropped
+ * that the collector has not freed yet: one collection, then the answer. */
 static int receive_in_progress(dev_t dev, ino_t ino)
 {
-    for (receive_entry *r = receiving; r; r = r->next)
-        if (r->dev == dev && r->ino == ino)
-            return 1;
-    return 0;
+    if (!in_progress_now(dev, ino))
+        return 0;
+    /* GC.start, not rb_gc(): the IO's descriptor is closed by its
+     * finalizer, which GC.start runs before it returns. */
+    rb_funcall(rb_mGC, rb_intern("start"), 0);
+    return in_progress_now(dev, ino);
 }
 
 int fastsock_rb__receive_busy(int fd)
@@ -75,6 +106,7 @@ static int list_receive(fastsock_rb_call *c)
         return -ENOMEM;
     e->dev = c->dev;
     e->ino = c->ino;
+    e->own_fd = c->wait_fd;
     e->next = receiving;
     receiving = e;
     c->receiving = e;

@@ -52,6 +52,12 @@ class MiniScheduler
     @ready << [fiber, nil]
   end
 
+  # Drops fiber's wait without ever resuming it, as a scheduler that loses
+  # a fiber would.
+  def forget(fiber)
+    @waits.delete(fiber)
+  end
+
   def close
     run
     @wake_r.close

@@ -435,6 +435,33 @@ class MiniSchedulerTest < Minitest::Test
     true
   end
 
+  # A fiber the scheduler drops while it waits in a receive never ends it;
+  # once the fiber is collected, the socket is free for another receive,
+  # which gets the rest of the stream (the dropped one's bytes went with it).
+  def test_a_dropped_fiber_does_not_hold_the_socket
+    sock = connect("gen len=100000 seed=31 trickle=2000:5")
+    rest = in_scheduler do
+      # Both in fibers of their own: a conservative scan of this fiber's
+      # stack could find the dropped one in a stale slot and keep it.
+      join(spawn { lose_a_receive(sock) })
+      join(spawn do
+        got = String.new(encoding: Encoding::BINARY)
+        nil while Fastsock.recv_into(sock, got, 65_536, got.bytesize, timeout: 10)
+        got
+      end)
+    end
+    assert_operator rest.bytesize, :>, 0
+    assert_operator rest.bytesize, :<=, 100_000
+    assert_equal stream(31, 100_000 - rest.bytesize, rest.bytesize), rest
+  end
+
+  def lose_a_receive(sock)
+    lost = Fiber.new(blocking: false) { Fastsock.recvall(sock, 100_000) }
+    lost.resume # runs until it waits
+    @sched.forget(lost)
+    nil
+  end
+
   def test_a_wait_the_scheduler_cuts_short_is_a_timeout_with_the_progress
     sock = connect("gen len=100000 seed=30 stall=3000 stall_ms=3000")
     err = in_scheduler do
