@@ -324,6 +324,13 @@ static void bulk(fastsock_rb_call *c)
     for (;;) {
         size_t budget = shared_budget();
         x.budget = budget - turn;
+        /* The fresh-memory advice works in whole huge pages, 2 MiB a time
+         * whatever the step's budget: with the budget shared, the
+         * transfers would all fault their next 2 MiB in the same round of
+         * the loop. Dropped for good once another transfer runs (the
+         * receive then faults its pages as it goes, as IO#read does). */
+        if (active > 1)
+            x.flags &= ~(unsigned)FASTSOCK_XFER_FRESH;
         /* Ruby's process-wide ban on huge pages would void the step's
          * fresh-memory advice: lifted for the step, as the thread path
          * lifts it for the whole String. */
