@@ -24,6 +24,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -625,6 +626,127 @@ fastsock_result fastsock_sendall(int fd, const void *data, size_t len,
     return rc < 0 ? rc : (fastsock_result)n;
 }
 
+/* ---- sendallv ------------------------------------------------------------------- */
+
+/* iovecs per sendmsg: 100 small pieces go in one call, and the batch stays
+ * small enough for the stack of a fiber or a coroutine's C caller. */
+#define FASTSOCK__IOV_BATCH 256
+
+/* Where the stream of buffers stands: buffer `at`, byte `off` in it. */
+typedef struct iov_cursor {
+    const struct iovec *iov;
+    size_t cnt, at, off;
+} iov_cursor;
+
+static void cursor_advance(iov_cursor *c, size_t n)
+{
+    while (c->at < c->cnt && (n > 0 || c->iov[c->at].iov_len == c->off)) {
+        size_t left = c->iov[c->at].iov_len - c->off;
+        if (n < left) {
+            c->off += n;
+            return;
+        }
+        n -= left;
+        c->at++;
+        c->off = 0;
+    }
+}
+
+/* The next batch from the cursor; returns its byte count. */
+static size_t cursor_batch(const iov_cursor *c, struct iovec *batch, int *k)
+{
+    size_t bytes = 0;
+    *k = 0;
+    for (size_t j = c->at; j < c->cnt && *k < FASTSOCK__IOV_BATCH; j++) {
+        size_t skip = j == c->at ? c->off : 0;
+        if (c->iov[j].iov_len == skip)
+            continue;
+        batch[*k].iov_base = (char *)c->iov[j].iov_base + skip;
+        batch[*k].iov_len = c->iov[j].iov_len - skip;
+        bytes += batch[*k].iov_len;
+        (*k)++;
+    }
+    return bytes;
+}
+
+static ssize_t sendmsg_batch(int fd, const iov_cursor *c, int flags, size_t *batch_bytes)
+{
+    struct iovec batch[FASTSOCK__IOV_BATCH];
+    int k;
+    *batch_bytes = cursor_batch(c, batch, &k);
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_iov = batch;
+    m.msg_iovlen = (size_t)k;
+    return sendmsg(fd, &m, flags | FASTSOCK__NOSIGNAL);
+}
+
+fastsock_result fastsock_sendallv(int fd, const struct iovec *iov, size_t iovcnt,
+                                  fastsock_ctl *ctl)
+{
+    ctl->moved = 0;
+    size_t total = 0;
+    for (size_t i = 0; i < iovcnt; i++) {
+        if (iov[i].iov_len > (size_t)SSIZE_MAX - total)
+            return FASTSOCK_ECOUNT;
+        total += iov[i].iov_len;
+    }
+    if (total == 0)
+        return 0;
+    iov_cursor c = { iov, iovcnt, 0, 0 };
+    cursor_advance(&c, 0); /* past leading empty buffers */
+    fastsock_result rc = 0;
+    fastsock__sigpipe_guard guard = { .active = 0 };
+    if (!FASTSOCK__NOSIGNAL)
+        fastsock__sigpipe_block(&guard);
+    /* The first try, as for sendall: headers with room for them go in one
+     * call on the caller's number, with no session. */
+    size_t batch_bytes;
+    if (total <= FASTSOCK__FIRST_TRY_MAX) {
+        ssize_t sent = sendmsg_batch(fd, &c, MSG_DONTWAIT, &batch_bytes);
+        if (sent > 0) {
+            ctl->moved = (size_t)sent;
+            cursor_advance(&c, (size_t)sent);
+        } else if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            rc = -errno;
+        }
+        if (rc < 0 || ctl->moved == total) {
+            fastsock__sigpipe_restore(&guard);
+            return rc < 0 ? rc : (fastsock_result)total;
+        }
+    }
+    deadline d = deadline_from(ctl);
+    blocking_session s;
+    int blocking = session_begin(&s, fd, SO_SNDTIMEO, &d, ctl, 0);
+    if (blocking < 0) {
+        fastsock__sigpipe_restore(&guard);
+        return blocking;
+    }
+    while (ctl->moved < total) {
+        if ((rc = session_step(&s, &d, blocking)) < 0)
+            break;
+        ssize_t sent = sendmsg_batch(s.fd, &c, blocking ? 0 : MSG_DONTWAIT, &batch_bytes);
+        if (sent > 0) {
+            ctl->moved += (size_t)sent;
+            cursor_advance(&c, (size_t)sent);
+            if (blocking && (size_t)sent < batch_bytes && (rc = interrupted(ctl)) < 0)
+                break;
+            continue;
+        }
+        if (sent < 0 && errno == EINTR)
+            rc = interrupted(ctl);
+        else if (sent == 0 || errno == EAGAIN || errno == EWOULDBLOCK)
+            rc = wait_ready(s.fd, POLLOUT, &d, ctl);
+        else
+            rc = -errno;
+        if (rc < 0)
+            break;
+    }
+    fastsock__sigpipe_restore(&guard);
+    session_end(&s);
+    return rc < 0 ? rc : (fastsock_result)total;
+}
+
 /* ---- sendfile ------------------------------------------------------------------- */
 
 /* Reads the file and sends what it read, for files sendfile(2) can't serve
@@ -754,6 +876,200 @@ fastsock_result fastsock_sendfile(int sock, int file, int64_t offset, size_t cou
             rc = copy_by_read(s.fd, file, seekable, offset, count, blocking, &s, &d, ctl);
         fastsock__sigpipe_restore(&guard);
     }
+    session_end(&s);
+    return rc < 0 ? rc : (fastsock_result)ctl->moved;
+}
+
+/* ---- recvfile ------------------------------------------------------------------- */
+
+/* Writes all of p[0, n) to the file, at *pos when seekable (advancing it),
+ * else where the file stands. 0 or a negative errno. */
+static int write_all(int file, const char *p, size_t n, int64_t *pos, int seekable)
+{
+    while (n > 0) {
+        ssize_t w = seekable ? pwrite(file, p, n, (off_t)*pos) : write(file, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -errno;
+        if (w == 0)
+            return -EIO;
+        p += w;
+        n -= (size_t)w;
+        *pos += w;
+    }
+    return 0;
+}
+
+/* recv into a buffer and write it out: where splice(2) can't serve. */
+static fastsock_result recv_and_write(int sock, int file, int seekable, int64_t offset,
+                                      size_t count, int blocking, blocking_session *s,
+                                      const deadline *d, fastsock_ctl *ctl)
+{
+    size_t cap = count < FASTSOCK__COPY_CHUNK ? count : FASTSOCK__COPY_CHUNK;
+    char *buf = malloc(cap);
+    if (buf == NULL)
+        return -ENOMEM;
+    int64_t pos = offset + (int64_t)ctl->moved;
+    fastsock_result rc = 0;
+    while (ctl->moved < count) {
+        if ((rc = session_step(s, d, blocking)) < 0)
+            break;
+        size_t want = count - ctl->moved < cap ? count - ctl->moved : cap;
+        ssize_t got = recv(sock, buf, want, blocking ? 0 : MSG_DONTWAIT);
+        if (got > 0) {
+            /* What was received is written before anything else can end
+             * the call: moved counts bytes in the file. */
+            if ((rc = write_all(file, buf, (size_t)got, &pos, seekable)) < 0)
+                break;
+            ctl->moved += (size_t)got;
+            continue;
+        }
+        if (got == 0)
+            rc = FASTSOCK_EOF;
+        else if (errno == EINTR)
+            rc = interrupted(ctl);
+        else if (errno == EAGAIN || errno == EWOULDBLOCK)
+            rc = wait_ready(sock, POLLIN, d, ctl);
+        else
+            rc = -errno;
+        if (rc < 0)
+            break;
+    }
+    free(buf);
+    return rc;
+}
+
+#ifdef FASTSOCK__HAVE_SENDFILE /* Linux: splice(2) comes with sendfile(2) */
+/* Bytes one splice moves at most: the pipe's capacity, raised from 64 KiB
+ * where the system allows (fs.pipe-max-size, 1 MiB by default). */
+#define FASTSOCK__SPLICE_PIPE ((int)1 << 20)
+
+/* Moves n bytes that are in the pipe into the file at *pos: by splice, or
+ * by read and write once the file has refused splice (*spliceable cleared:
+ * a file system without splice support). 0 or a negative errno; ctl->moved
+ * counts the bytes that reached the file. */
+static int drain_pipe(int pipe_rd, int file, loff_t *pos, size_t n, int *spliceable,
+                      fastsock_ctl *ctl)
+{
+    while (n > 0) {
+        ssize_t out;
+        if (*spliceable) {
+            out = splice(pipe_rd, NULL, file, pos, n, SPLICE_F_MOVE);
+            if (out < 0 && (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+                *spliceable = 0;
+                continue;
+            }
+        } else {
+            char tmp[16384];
+            out = read(pipe_rd, tmp, n < sizeof tmp ? n : sizeof tmp);
+            if (out > 0) {
+                int64_t at = (int64_t)*pos;
+                int rc = write_all(file, tmp, (size_t)out, &at, 1);
+                if (rc < 0)
+                    return rc;
+                *pos = (loff_t)at;
+            }
+        }
+        if (out < 0 && errno == EINTR)
+            continue;
+        if (out <= 0)
+            return out < 0 ? -errno : -EIO;
+        n -= (size_t)out;
+        ctl->moved += (size_t)out;
+    }
+    return 0;
+}
+
+/* 1 when splice(2) can't read this socket at all (the caller copies), else
+ * 0 with *rc set. */
+static int splice_loop(int sock, int file, int64_t offset, size_t count, int blocking,
+                       blocking_session *s, const deadline *d, fastsock_ctl *ctl,
+                       fastsock_result *rc)
+{
+    int pipe_fds[2];
+    *rc = 0;
+    if (pipe2(pipe_fds, O_CLOEXEC) < 0)
+        return 1;
+    int cap = fcntl(pipe_fds[1], F_SETPIPE_SZ, FASTSOCK__SPLICE_PIPE);
+    if (cap < 0)
+        cap = fcntl(pipe_fds[1], F_GETPIPE_SZ);
+    size_t chunk = cap > 0 ? (size_t)cap : (size_t)65536;
+    int fall_back = 0, spliceable = 1;
+    loff_t pos = (loff_t)offset;
+    while (ctl->moved < count) {
+        if ((*rc = session_step(s, d, blocking)) < 0)
+            break;
+        size_t want = count - ctl->moved < chunk ? count - ctl->moved : chunk;
+        ssize_t in = splice(sock, NULL, pipe_fds[1], NULL, want,
+                            SPLICE_F_MOVE | (blocking ? 0 : SPLICE_F_NONBLOCK));
+        if (in > 0) {
+            /* Into the file at once: what was received stays written
+             * whatever ends the call next. */
+            if ((*rc = drain_pipe(pipe_fds[0], file, &pos, (size_t)in, &spliceable, ctl)) < 0)
+                break;
+            continue;
+        }
+        if (in == 0) {
+            *rc = FASTSOCK_EOF;
+            break;
+        }
+        if (ctl->moved == 0 && (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+            fall_back = 1;
+            break;
+        }
+        if (errno == EINTR)
+            *rc = interrupted(ctl);
+        else if (errno == EAGAIN || errno == EWOULDBLOCK)
+            *rc = wait_ready(sock, POLLIN, d, ctl);
+        else
+            *rc = -errno;
+        if (*rc < 0)
+            break;
+    }
+    close(pipe_fds[0]);
+    close(pipe_fds[1]);
+    return fall_back;
+}
+#endif
+
+fastsock_result fastsock_recvfile(int sock, int file, int64_t offset, size_t count,
+                                  fastsock_ctl *ctl)
+{
+    ctl->moved = 0;
+    if (offset < 0)
+        return FASTSOCK_EOFFSET;
+    struct stat st;
+    if (fstat(file, &st) < 0)
+        return -errno;
+    int flags = fcntl(file, F_GETFL);
+    if (flags < 0)
+        return -errno;
+    if ((flags & O_ACCMODE) == O_RDONLY)
+        return -EBADF; /* as write(2) answers a file not open for writing */
+    int seekable = S_ISREG(st.st_mode) || S_ISBLK(st.st_mode);
+    int append = (flags & O_APPEND) != 0;
+    if ((!seekable || append) && offset != 0)
+        return -ESPIPE;
+    if (count > (size_t)SSIZE_MAX)
+        return FASTSOCK_ECOUNT;
+    if (count == 0)
+        return 0;
+    deadline d = deadline_from(ctl);
+    blocking_session s;
+    int blocking = session_begin(&s, sock, SO_RCVTIMEO, &d, ctl, 0);
+    if (blocking < 0)
+        return blocking;
+    fastsock_result rc = 0;
+    int copy = 1;
+#ifdef FASTSOCK__HAVE_SENDFILE
+    /* An O_APPEND file refuses splice with an offset; a pipe or a terminal
+     * is written where it stands: both by copying. */
+    if (seekable && !append)
+        copy = splice_loop(s.fd, file, offset, count, blocking, &s, &d, ctl, &rc);
+#endif
+    if (copy)
+        rc = recv_and_write(s.fd, file, seekable && !append, offset, count, blocking, &s, &d, ctl);
     session_end(&s);
     return rc < 0 ? rc : (fastsock_result)ctl->moved;
 }

@@ -122,6 +122,30 @@ fastsock_result fastsock_sendfile(int sock, int file, int64_t offset,
                                   size_t count, fastsock_ctl *ctl);
 
 /*
+ * Send the buffers iov[0, iovcnt) as one stream, with sendmsg(2) in batches
+ * (no join, no slicing): a short send resumes inside the right buffer.
+ * Returns the total, or an error with ctl->moved the bytes sent; a total
+ * beyond SSIZE_MAX is FASTSOCK_ECOUNT before any byte moves.
+ */
+struct iovec;
+fastsock_result fastsock_sendallv(int fd, const struct iovec *iov, size_t iovcnt,
+                                  fastsock_ctl *ctl);
+
+/*
+ * Receive exactly count bytes from sock into file, written from byte offset
+ * on: with splice(2) through a pipe, so the bytes never pass through user
+ * space; by recv and write where splice can't serve (not Linux, the portable
+ * build, a file opened O_APPEND, a pipe or terminal). A seekable file is
+ * written at offset and its position left alone (the bindings set it, as for
+ * sendfile); an O_APPEND or non-seekable one is written where it stands, and
+ * offset must be 0 (-ESPIPE). Returns count; FASTSOCK_EOF if the stream
+ * ended first; -EBADF for a file not open for writing. ctl->moved counts
+ * the bytes written to the file, which stay written whatever the outcome.
+ */
+fastsock_result fastsock_recvfile(int sock, int file, int64_t offset, size_t count,
+                                  fastsock_ctl *ctl);
+
+/*
  * For a buffer just allocated and not yet touched, that a receive will fill:
  * asks the kernel to back it with huge pages where it can, so that filling it
  * takes one page fault per 2 MiB instead of one per 4 KiB, and faults it in

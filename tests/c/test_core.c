@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -293,6 +294,20 @@ static void test_not_a_socket(void)
     fclose(f);
 }
 
+static void *read_all(void *arg)
+{
+    struct { int fd; unsigned char *buf; size_t len; } *r = arg;
+    size_t have = 0;
+    while (have < r->len) {
+        usleep(have == 0 ? 20000 : 0); /* the sender finds the socket full first */
+        ssize_t got = recv(r->fd, r->buf + have, r->len - have < 65536 ? r->len - have : 65536, 0);
+        if (got <= 0)
+            break;
+        have += (size_t)got;
+    }
+    return NULL;
+}
+
 static void *write_late(void *arg)
 {
     usleep(20000);
@@ -327,6 +342,137 @@ static void test_first_try(void)
     close(sv[1]);
     CHECK(fastsock_recvall(sv[0], buf, sizeof buf, 0, 4, &ctl) == FASTSOCK_EOF && ctl.moved == 0);
     close(sv[0]);
+}
+
+/* ---- sendallv and recvfile ------------------------------------------------------ */
+
+static void test_sendallv(void)
+{
+    int sv[2];
+    pair(sv);
+    /* 300 pieces (more than one batch), empty ones among them, then a large
+     * one that goes short into a reader that drains it slowly. */
+    enum { PIECES = 300 };
+    struct iovec iov[PIECES + 1];
+    char small[PIECES][7];
+    size_t total = 0;
+    for (int i = 0; i < PIECES; i++) {
+        snprintf(small[i], sizeof small[i], "%06d", i);
+        iov[i].iov_base = small[i];
+        iov[i].iov_len = i % 10 == 3 ? 0 : 6;
+        total += iov[i].iov_len;
+    }
+    size_t big = 4u << 20;
+    unsigned char *data = malloc(big);
+    for (size_t i = 0; i < big; i++)
+        data[i] = pattern(i);
+    iov[PIECES].iov_base = data;
+    iov[PIECES].iov_len = big;
+    total += big;
+    unsigned char *got = malloc(total);
+    fastsock_ctl ctl = FASTSOCK_CTL_INIT;
+    ctl.timeout_ms = 10000;
+    writer w = { sv[1], 0, 0, 0 };
+    (void)w;
+    pthread_t t;
+    struct { int fd; unsigned char *buf; size_t len; } rd = { sv[1], got, total };
+    pthread_create(&t, NULL, read_all, &rd);
+    CHECK(fastsock_sendallv(sv[0], iov, PIECES + 1, &ctl) == (fastsock_result)total);
+    CHECK(ctl.moved == total);
+    pthread_join(t, NULL);
+    size_t at = 0;
+    int same = 1;
+    for (int i = 0; i < PIECES; i++) {
+        same &= memcmp(got + at, small[i], iov[i].iov_len) == 0;
+        at += iov[i].iov_len;
+    }
+    same &= memcmp(got + at, data, big) == 0;
+    CHECK(same);
+    /* Overflowing totals are refused before any byte moves. */
+    struct iovec huge[2] = { { data, SIZE_MAX / 2 }, { data, SIZE_MAX / 2 } };
+    CHECK(fastsock_sendallv(sv[0], huge, 2, &ctl) == FASTSOCK_ECOUNT && ctl.moved == 0);
+    CHECK(fastsock_sendallv(sv[0], iov, 0, &ctl) == 0);
+    /* A gone peer: EPIPE with the bytes that went. */
+    close(sv[1]);
+    CHECK(fastsock_sendallv(sv[0], iov, PIECES + 1, &ctl) == -EPIPE);
+    close(sv[0]);
+    free(data);
+    free(got);
+}
+
+static void test_recvfile(void)
+{
+    char path[] = "/tmp/fastsock-test-recvfile-XXXXXX";
+    int file = mkstemp(path);
+    unlink(path);
+    unsigned char fill[100];
+    memset(fill, 0xA5, sizeof fill);
+    CHECK(write(file, fill, sizeof fill) == (ssize_t)sizeof fill);
+    for (int append = 0; append < 2; append++) {
+        int sv[2];
+        pair(sv);
+        size_t len = 3u << 20;
+        writer w = { sv[1], len + 10, 64u << 10, 0 };
+        pthread_t t;
+        pthread_create(&t, NULL, write_pattern, &w);
+        int target = file;
+        if (append)
+            target = open(path[0] ? "/dev/null" : "", O_WRONLY); /* replaced below */
+        if (append) {
+            close(target);
+            char p2[] = "/tmp/fastsock-test-recvfile-XXXXXX";
+            target = mkstemp(p2);
+            unlink(p2);
+            CHECK(write(target, fill, 10) == 10);
+            fcntl(target, F_SETFL, fcntl(target, F_GETFL) | O_APPEND);
+        }
+        fastsock_ctl ctl = FASTSOCK_CTL_INIT;
+        ctl.timeout_ms = 10000;
+        int64_t offset = append ? 0 : 50;
+        CHECK(fastsock_recvfile(sv[0], target, offset, len, &ctl) == (fastsock_result)len);
+        CHECK(ctl.moved == len);
+        /* The stream's rest is still in the socket: no over-read. */
+        unsigned char next[10];
+        CHECK(recv(sv[0], next, sizeof next, MSG_WAITALL) == 10 && next[0] == pattern(len));
+        pthread_join(t, NULL);
+        size_t start = append ? 10 : 50;
+        unsigned char *back = malloc(start + len);
+        CHECK(pread(target, back, start + len, 0) == (ssize_t)(start + len));
+        int same = memcmp(back, fill, start) == 0;
+        for (size_t i = 0; i < len; i++)
+            same &= back[start + i] == pattern(i);
+        CHECK(same);
+        if (!append)
+            CHECK(lseek(target, 0, SEEK_CUR) == 100); /* position left alone */
+        free(back);
+        /* End of stream first: what came is written, and counted. */
+        CHECK(write(sv[1], "tail", 4) == 4);
+        close(sv[1]);
+        CHECK(fastsock_recvfile(sv[0], target, append ? 0 : 7, 100, &ctl) == FASTSOCK_EOF);
+        CHECK(ctl.moved == 4);
+        close(sv[0]);
+        if (append)
+            close(target);
+    }
+    int sv[2];
+    pair(sv);
+    fastsock_ctl ctl = FASTSOCK_CTL_INIT;
+    CHECK(fastsock_recvfile(sv[0], file, -1, 10, &ctl) == FASTSOCK_EOFFSET);
+    int ro = open("/dev/null", O_RDONLY);
+    CHECK(fastsock_recvfile(sv[0], ro, 0, 10, &ctl) == -EBADF);
+    int pipes[2];
+    CHECK(pipe(pipes) == 0);
+    CHECK(fastsock_recvfile(sv[0], pipes[1], 5, 10, &ctl) == -ESPIPE);
+    CHECK(fastsock_recvfile(sv[0], file, 0, 0, &ctl) == 0);
+    /* A deadline with nothing coming. */
+    ctl.timeout_ms = 100;
+    CHECK(fastsock_recvfile(sv[0], file, 0, 10, &ctl) == -ETIMEDOUT && ctl.moved == 0);
+    close(ro);
+    close(pipes[0]);
+    close(pipes[1]);
+    close(sv[0]);
+    close(sv[1]);
+    close(file);
 }
 
 /* ---- progressive transfers ------------------------------------------------- */
@@ -501,6 +647,8 @@ int main(void)
     test_send_full_socket();
     test_not_a_socket();
     test_first_try();
+    test_sendallv();
+    test_recvfile();
     test_xfer_recv_budget_and_fresh();
     test_xfer_never_waits();
     test_xfer_sendfile();
