@@ -357,7 +357,10 @@ VALUE fastsock_rb_recvall(VALUE sockv, int fd, size_t n, fastsock_ctl *ctl)
     rb_str_locktmp(str);
     rb_ensure(recv_body, (VALUE)&j, unlock, str);
     if (c.rc < 0) {
-        /* Give back the capacity the missing bytes would have used. */
+        /* Give back the capacity the missing bytes would have used. The
+         * length goes first: a resize into embedded storage copies only
+         * the bytes the String says it holds. */
+        rb_str_set_len(str, (long)c.total);
         rb_str_resize(str, (long)c.total);
         fastsock_rb__raise(&c, c.rc, str, n);
     }
