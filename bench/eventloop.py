@@ -37,11 +37,91 @@ SCRIPTS = {
     "lua": lambda: [shutil.which("lua5.4") or "lua5.4", os.path.join(HERE, "lua/eventloop.lua")],
 }
 
-# (issue, what, lang, (loop, route) measured, (loop, route) compared with, bar, sizes)
-# A ratio is the median over rounds of measured / compared in the same round.
-# A bar of None only reports. "best:" compares with the best of several routes
-# in that round.
-TARGETS = []
+# The issues' targets. A "ratio" target is the median over rounds of
+# measured MB/s / reference MB/s in the same round; a reference given as a
+# list is the best of those routes in that round. A route is (loop, route)
+# at every size the run measured, or (loop, route, size) at that size only
+# (the concurrent routes carry their own sizes). A "stall" target is the
+# worst heartbeat stall over every round and size of the routes named; an
+# "rss" target the largest (peak - base RSS) / payload.
+CONN = 16 * MiB
+PY_IDIOMS = ["streamreader_readexactly", "sock_recv_into_loop", "buffered_protocol"]
+PY_AIO = ["fastsock_aio_recvall", "fastsock_aio_recvall_into", "fastsock_aio_sendall",
+          "fastsock_aio_sendfile", "fastsock_aio_recvall_1conn"]
+RB_CALLS = ["fastsock_recvall", "fastsock_recvall_into", "fastsock_sendall", "fastsock_sendfile"]
+
+
+def _python_targets():
+    t = []
+    for loop in ("asyncio", "uvloop"):
+        file_ref = "sock_sendfile" if loop == "asyncio" else "sock_sendall_file_chunks"
+        t += [
+            ("ratio", 13, f"aio recvall / blocking recvall in the coroutine ({loop})", "python",
+             (loop, "fastsock_aio_recvall"), (loop, "blocking_recvall_in_coroutine"), 0.95),
+            ("ratio", 13, f"aio recvall / best {loop} idiom", "python",
+             (loop, "fastsock_aio_recvall"), [(loop, r) for r in PY_IDIOMS], 1.15),
+            ("stall", 13, f"worst stall, fastsock awaitables ({loop}), ms", "python",
+             [(loop, r) for r in PY_AIO], 5.0),
+            ("rss", 13, f"peak RSS of aio recvall / payload ({loop})", "python",
+             (loop, "fastsock_aio_recvall"), 1.05),
+            ("ratio", 13, f"aio sendall / blocking sendall ({loop})", "python",
+             (loop, "fastsock_aio_sendall"), (loop, "blocking_sendall_in_coroutine"), 0.95),
+            ("ratio", 13, f"aio sendall / loop.sock_sendall ({loop})", "python",
+             (loop, "fastsock_aio_sendall"), (loop, "sock_sendall"), 1.0),
+            ("ratio", 13, f"aio sendfile / blocking sendfile ({loop})", "python",
+             (loop, "fastsock_aio_sendfile"), (loop, "blocking_sendfile_in_coroutine"), 0.95),
+            ("ratio", 13, f"aio sendfile / {file_ref} ({loop})", "python",
+             (loop, "fastsock_aio_sendfile"), (loop, file_ref), 1.0),
+            ("ratio", 13, f"64 connections x 16 MiB, aggregate / one connection ({loop})", "python",
+             (loop, "fastsock_aio_recvall_64conn", CONN), (loop, "fastsock_aio_recvall_1conn", CONN), 0.9),
+            ("stall", 13, f"worst stall, 64 connections ({loop}), ms", "python",
+             [(loop, "fastsock_aio_recvall_64conn", CONN)], 10.0),
+        ]
+    # Per-message cost <= 1.2x is a throughput ratio >= 1 / 1.2.
+    t.append(("ratio", 13, "64-byte messages: Receiver(buffer=) / sock.recv_into, selectors loop", "python",
+              ("selectors", "receiver_into_64", 64), ("selectors", "sock_recv_into_64", 64), 0.83))
+    return t
+
+
+def _ruby_targets():
+    a = "ruby-async"
+    t = [("ratio", 14, "recvall under ruby-async / in a thread", "ruby",
+          (a, "fastsock_recvall"), ("thread", "fastsock_recvall"), 0.95),
+         ("ratio", 14, "recvall / IO#read(n) under ruby-async", "ruby",
+          (a, "fastsock_recvall"), (a, "io_read"), 1.5)]
+    for r in RB_CALLS[1:]:
+        t.append(("ratio", 14, f"{r[9:]} under ruby-async / in a thread", "ruby", (a, r), ("thread", r), 0.95))
+    t += [("stall", 14, "worst stall, fastsock calls under ruby-async, ms", "ruby",
+           [(a, r) for r in RB_CALLS], 5.0),
+          ("ratio", 14, "64 fibers x 16 MiB, aggregate / one fiber", "ruby",
+           (a, "fastsock_recvall_64fibers", 64 * CONN), (a, "fastsock_recvall_1fiber", CONN), 0.9),
+          ("stall", 14, "worst stall, 64 fibers, ms", "ruby",
+           [(a, "fastsock_recvall_64fibers", 64 * CONN)], None),
+          ("rss", 14, "peak RSS of recvall / payload (ruby-async)", "ruby", (a, "fastsock_recvall"), 1.05)]
+    return t
+
+
+def _lua_targets():
+    c = "cqueues"
+    t = [("ratio", 15, "recvall_into under cqueues / outside a scheduler", "lua",
+          (c, "fastsock_recvall_into"), ("none", "fastsock_recvall_into"), 0.95),
+         ("ratio", 15, "recvall (a string) / cqueues socket:read(n)", "lua",
+          (c, "fastsock_recvall"), (c, "cqueues_read"), 2.0),
+         ("ratio", 15, "sendall under cqueues / outside", "lua",
+          (c, "fastsock_sendall"), ("none", "fastsock_sendall"), None),
+         ("ratio", 15, "sendfile under cqueues / outside", "lua",
+          (c, "fastsock_sendfile"), ("none", "fastsock_sendfile"), None),
+         ("stall", 15, "worst stall, recvall_into, sendall and sendfile under cqueues, ms", "lua",
+          [(c, r) for r in ("fastsock_recvall_into", "fastsock_sendall", "fastsock_sendfile")], 5.0),
+         ("stall", 15, "worst stall, recvall under cqueues (the final copy into the string), ms", "lua",
+          [(c, "fastsock_recvall")], None)]
+    for r in ("fastsock_recvall", "fastsock_recvall_into"):
+        t.append(("ratio", 15, f"64 coroutines x 16 MiB, {r[9:]}: aggregate / one coroutine", "lua",
+                  (c, f"{r}_64coroutines", 64 * CONN), (c, f"{r}_1coroutine", CONN), 0.9))
+    return t
+
+
+TARGETS = _python_targets() + _ruby_targets() + _lua_targets()
 
 
 def env_for(build):
@@ -92,34 +172,65 @@ def table(rows):
         rs = by[key]
         mb = [r["mbps"] for r in rs]
         stalls = [r.get("stall_ms", 0) or 0 for r in rs]
-        rss = [r.get("rss_peak_mb") for r in rs if r.get("rss_peak_mb") is not None]
-        rss_x = f"{statistics.median(rss) * MiB / size:.2f}" if rss and size >= MiB else ""
+        rss = [rss_over_payload(r) for r in rs if r.get("rss_peak_mb") is not None]
+        rss_x = f"{statistics.median(rss):.2f}" if rss and size >= MiB else ""
         out.append(f"| {lang} | {loop} | {route} | {human(size)} | {statistics.median(mb):,.0f} "
                    f"({min(mb):,.0f}-{max(mb):,.0f}) | {max(stalls):.1f} | {statistics.median(stalls):.1f} | {rss_x} |")
     return "\n".join(out)
 
 
-def per_round(rows, lang, loop, route, size):
-    return {r["round"]: r["mbps"] for r in rows
-            if r["lang"] == lang and r["loop"] == loop and r["route"] == route and r["size"] == size}
+def rss_over_payload(r):
+    """What the transfer added to the process's RSS, over the payload."""
+    return (r["rss_peak_mb"] - r.get("rss_base_mb", 0)) * MiB / r["size"]
+
+
+def matching(rows, lang, spec, size=None):
+    """The rows of (loop, route) at size, or of (loop, route, size)."""
+    loop, route = spec[0], spec[1]
+    size = spec[2] if len(spec) > 2 else size
+    return [r for r in rows if r["lang"] == lang and r["loop"] == loop and r["route"] == route
+            and (size is None or r["size"] == size)]
+
+
+def per_round(rows, lang, spec, size):
+    return {r["round"]: r["mbps"] for r in matching(rows, lang, spec, size)}
 
 
 def targets(rows):
-    out = ["| issue | target | size | ratio (median per round) | bar | |", "|---|---|---:|---:|---:|---|"]
-    for issue, what, lang, (loop, route), ref, bar, sizes in TARGETS:
-        for size in sizes:
-            a = per_round(rows, lang, loop, route, size)
+    out = ["| issue | target | size | measured | bar | |", "|---|---|---:|---:|---:|---|"]
+    sizes = sorted({r["size"] for r in rows if r["size"] >= MiB})
+
+    def line(issue, what, size, value, bar, fmt, meets):
+        mark = "" if bar is None else ("meets" if meets else "falls short")
+        out.append(f"| {issue} | {what} | {size} | {fmt.format(value)} | {'' if bar is None else bar} | {mark} |")
+
+    for kind, issue, what, lang, *spec in TARGETS:
+        if kind == "ratio":
+            measured, ref, bar = spec
             refs = ref if isinstance(ref, list) else [ref]
-            ratios = []
-            for rnd, v in a.items():
-                best = max((per_round(rows, lang, l, rt, size).get(rnd, 0) for l, rt in refs), default=0)
-                if best > 0:
-                    ratios.append(v / best)
-            if not ratios:
-                continue
-            ratio = statistics.median(ratios)
-            mark = "" if bar is None else ("meets" if ratio >= bar else "falls short")
-            out.append(f"| {issue} | {what} | {human(size)} | {ratio:.2f} | {'' if bar is None else f'>= {bar}'} | {mark} |")
+            for size in ([measured[2]] if len(measured) > 2 else sizes):
+                ratios = []
+                for rnd, v in per_round(rows, lang, measured, size).items():
+                    best = max((per_round(rows, lang, r, size).get(rnd, 0) for r in refs), default=0)
+                    if best > 0:
+                        ratios.append(v / best)
+                if ratios:
+                    ratio = statistics.median(ratios)
+                    line(issue, what, human(size), ratio, None if bar is None else f">= {bar}", "{:.3f}",
+                         bar is not None and ratio >= bar)
+        elif kind == "stall":
+            specs, bar = spec
+            got = [r.get("stall_ms", 0) or 0 for s in specs for r in matching(rows, lang, s)]
+            if got:
+                line(issue, what, "all", max(got), None if bar is None else f"<= {bar}", "{:.1f}",
+                     bar is not None and max(got) <= bar)
+        else:  # rss
+            measured, bar = spec
+            mine = [r for r in matching(rows, lang, measured) if r.get("rss_peak_mb") is not None]
+            top = max((r["size"] for r in mine), default=0)
+            got = [rss_over_payload(r) for r in mine if r["size"] == top]
+            if got:
+                line(issue, what, human(top), max(got), f"<= {bar}", "{:.2f}", max(got) <= bar)
     return "\n".join(out)
 
 

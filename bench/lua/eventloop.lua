@@ -41,11 +41,13 @@ local function status_mb(field)
   return 0
 end
 
--- "5" resets VmHWM to the current RSS.
+-- "5" resets VmHWM to the current RSS, which it returns (the base that the
+-- transfer's peak is measured from).
 local function reset_peak()
   local f = assert(io.open("/proc/self/clear_refs", "w"))
   f:write("5")
   f:close()
+  return status_mb("VmRSS:")
 end
 
 local server = common.start_server(opts.server)
@@ -125,7 +127,8 @@ end
 local function emit(loop, route, size, round, dt, stall, rss)
   io.stdout:write(string.format(
     '{"lang":"lua","loop":"%s","route":"%s","size":%d,"round":%d,"mbps":%.1f,' ..
-    '"stall_ms":%.2f,"rss_peak_mb":%.1f}\n', loop, route, size, round, size / dt / 1e6, stall, rss))
+    '"stall_ms":%.2f,"rss_peak_mb":%.1f,"rss_base_mb":%.1f}\n', loop, route, size, round,
+    size / dt / 1e6, stall, rss[1], rss[2]))
   io.stdout:flush()
 end
 
@@ -170,7 +173,7 @@ local function connect(n, sending)
   return c
 end
 
--- One transfer: seconds, peak RSS in MB, stall in ms.
+-- One transfer: seconds, { peak RSS, base RSS } in MB, stall in ms.
 local function transfer(loop, route, n, beat)
   if route == "cqueues_read" then
     local c = csocket.connect("127.0.0.1", server.port)
@@ -179,12 +182,12 @@ local function transfer(loop, route, n, beat)
     assert(c:flush())
     cqueues.poll({ pollfd = function() return c:pollfd() end, events = function() return "r" end })
     collectgarbage()
-    reset_peak()
+    local base = reset_peak()
     beat.reset()
     local t0 = cqueues.monotime()
     local data = c:read(n)
     local dt = cqueues.monotime() - t0
-    local stall, rss = beat.worst(), status_mb("VmHWM:")
+    local stall, rss = beat.worst(), { status_mb("VmHWM:"), base }
     verify_string(route, data, n)
     c:close()
     return dt, rss, stall
@@ -192,12 +195,12 @@ local function transfer(loop, route, n, beat)
   local sending = SEND[route] ~= nil
   local c = connect(n, sending)
   collectgarbage()
-  reset_peak()
+  local base = reset_peak()
   if beat then beat.reset() end
   local t0 = socket.gettime()
   local check = (sending and SEND or RECV)[route](c, n)
   local dt = socket.gettime() - t0
-  local stall, rss = beat and beat.worst() or 0, status_mb("VmHWM:")
+  local stall, rss = beat and beat.worst() or 0, { status_mb("VmHWM:"), base }
   check()
   if sending then sink_done(route, c, n) end
   c:close()
@@ -229,7 +232,7 @@ local function concurrent(round)
       local conns = {}
       for k = 1, CONCURRENT do conns[k] = connect(CONCURRENT_SIZE, false) end
       collectgarbage()
-      reset_peak()
+      local base = reset_peak()
       beat.reset()
       local results, left = {}, CONCURRENT
       local t0 = socket.gettime()
@@ -246,7 +249,7 @@ local function concurrent(round)
       end
       while left > 0 do cqueues.sleep(0.001) end
       local dt = socket.gettime() - t0
-      local stall, rss = beat.worst(), status_mb("VmHWM:")
+      local stall, rss = beat.worst(), { status_mb("VmHWM:"), base }
       for k = 1, CONCURRENT do
         local route = name .. "_" .. CONCURRENT .. "coroutines"
         if into then

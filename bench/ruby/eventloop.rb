@@ -54,11 +54,13 @@ rescue Fiddle::DLError
   nil
 end
 
-# "5" resets VmHWM to the current RSS.
+# "5" resets VmHWM to the current RSS, which it returns (the base that the
+# transfer's peak is measured from).
 def reset_peak
   GC.start
   MALLOC_TRIM&.call(0)
   File.write("/proc/self/clear_refs", "5")
+  status_mb("VmRSS:")
 end
 
 SERVER = Loopback::Server.new(opts[:server])
@@ -140,7 +142,7 @@ class Heartbeat
   def stop = @fiber.stop
 end
 
-# One transfer; returns [seconds, peak RSS MB, stall ms]. Runs inside the
+# One transfer; returns [seconds, [peak RSS MB, base RSS MB], stall ms]. Runs inside the
 # reactor when beat is a Heartbeat (the caller's fiber), else outside any
 # scheduler.
 def transfer(route, n, beat = nil)
@@ -148,13 +150,13 @@ def transfer(route, n, beat = nil)
   extra = prepare(route, n)
   sock = SERVER.connect(send ? "sink seed=#{SEED} off=0" : "gen len=#{n} seed=#{SEED}")
   sock.wait_readable unless send # the server's set-up is not the receiver's cost
-  reset_peak
+  base = reset_peak
   beat&.reset
   t0 = now
   result = (send ? SEND : RECV).fetch(route).call(sock, n, extra)
   dt = now - t0
   stall = beat ? beat.worst : 0.0
-  rss = status_mb("VmHWM:")
+  rss = [status_mb("VmHWM:"), base]
   send ? sink_done!(route, sock, n) : verify!(route, result, n)
   [dt, rss, stall]
 ensure
@@ -166,7 +168,7 @@ end
 def emit(loop_name, route, size, round, dt, stall, rss)
   puts JSON.generate(lang: "ruby", loop: loop_name, route: route, size: size, round: round,
                      mbps: (size / dt / 1e6).round(1), stall_ms: stall.round(2),
-                     rss_peak_mb: rss.round(1))
+                     rss_peak_mb: rss[0].round(1), rss_base_mb: rss[1].round(1))
   $stdout.flush
 end
 
@@ -188,7 +190,7 @@ def concurrent(round)
   dt, rss, stall = with_heartbeat do |beat|
     socks = Array.new(CONCURRENT) { SERVER.connect("gen len=#{CONCURRENT_SIZE} seed=#{SEED}") }
     socks.each(&:wait_readable)
-    reset_peak
+    base = reset_peak
     beat.reset
     t0 = now
     results = Array.new(CONCURRENT)
@@ -196,7 +198,7 @@ def concurrent(round)
          .each(&:wait)
     dt = now - t0
     stall = beat.worst
-    rss = status_mb("VmHWM:")
+    rss = [status_mb("VmHWM:"), base]
     results.each { verify!("fastsock_recvall_64fibers", _1, CONCURRENT_SIZE) }
     results.each(&:clear)
     socks.each(&:close)

@@ -542,6 +542,7 @@ static void test_xfer_never_waits(void)
     CHECK(fastsock_xfer_step(&x) == FASTSOCK_EOF);
     CHECK(x.want == 0 && x.error == FASTSOCK_EOF && x.done == 3);
     CHECK(fastsock_xfer_step(&x) == FASTSOCK_EOF);
+    close(sv[0]);
 
     /* Sends into a peer that never reads: what fits, then the step returns. */
     pair(sv);

@@ -270,7 +270,7 @@ class FastsockTest < Minitest::Test
       results = []
       begin; Fastsock.sendall(a, "x" * 100000); rescue Errno::EPIPE, Errno::ECONNRESET => e; results << e.class; end
       begin; Fastsock.send(a, "x" * 10); rescue Errno::EPIPE, Errno::ECONNRESET => e; results << e.class; end
-      f = Tempfile.create("fastsock"); f.write("y" * 100000); f.flush
+      f = Tempfile.create("fastsock"); File.unlink(f.path); f.write("y" * 100000); f.flush
       begin; Fastsock.sendfile(a, f); rescue Errno::EPIPE, Errno::ECONNRESET => e; results << e.class; end
       puts results.join(" ")
     RUBY
@@ -551,6 +551,7 @@ class FastsockTest < Minitest::Test
 
   def test_sendfile_flushes_a_written_file_and_leaves_its_position
     f = Tempfile.create("fastsock")
+    File.unlink(f.path) # the open file stays readable; nothing is left in /tmp
     @open << f
     f.write(stream(2, 0, 50_000)) # partly still in Ruby's write buffer
     sock = connect("sink seed=2 off=1000")
@@ -561,6 +562,7 @@ class FastsockTest < Minitest::Test
 
   def test_sendfile_takes_an_fd
     f = Tempfile.create("fastsock")
+    File.unlink(f.path)
     @open << f
     f.write(stream(3, 0, 10_000))
     f.flush
