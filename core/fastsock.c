@@ -69,6 +69,7 @@ const char *fastsock_strerror(fastsock_result err)
     case FASTSOCK_EOF: return "end of stream before the count was reached";
     case FASTSOCK_EOFFSET: return "offset lies beyond the buffer";
     case FASTSOCK_ECOUNT: return "offset + count lies beyond the buffer";
+    case FASTSOCK_ETOOLONG: return "no delimiter within the maximum length";
     default: break;
     }
     if (err >= 0)
@@ -200,6 +201,7 @@ fastsock_error_kind fastsock_classify(fastsock_result rc)
     case -ECONNRESET: return FASTSOCK_KIND_PEER_GONE;
     case -EBADF:
     case -ENOTSOCK: return FASTSOCK_KIND_BADSOCK;
+    case FASTSOCK_ETOOLONG: return FASTSOCK_KIND_TOOLONG;
     default: return FASTSOCK_KIND_OTHER;
     }
 }

@@ -46,6 +46,7 @@ typedef ssize_t fastsock_result;
 #define FASTSOCK_EOF     (-4095) /* end of stream before the count was reached */
 #define FASTSOCK_EOFFSET (-4094) /* offset lies beyond the buffer */
 #define FASTSOCK_ECOUNT  (-4093) /* offset + count lies beyond the buffer */
+#define FASTSOCK_ETOOLONG (-4092) /* no delimiter within the maximum length */
 
 /* As a count: everything from offset to the end (of a buffer, or of a file). */
 #define FASTSOCK_ALL ((size_t)-1)
@@ -145,6 +146,63 @@ fastsock_result fastsock_sendallv(int fd, const struct iovec *iov, size_t iovcnt
 fastsock_result fastsock_recvfile(int sock, int file, int64_t offset, size_t count,
                                   fastsock_ctl *ctl);
 
+/* ---- reading a protocol: a line or header block, then a body -----------------
+ *
+ * A reader owns a look-ahead buffer over one socket. fastsock_reader_until
+ * reads up to and including a delimiter with as few system calls as the data
+ * allows (one recv of whatever is there, 16 KiB at first); what it read past
+ * the delimiter stays in the look-ahead, and fastsock_reader_recvall hands it
+ * to the next body before receiving the rest straight into the caller's
+ * memory. Whatever comes after the delimiter is therefore the reader's, not
+ * the socket's: read it through the reader (fastsock_reader_buffered says how
+ * much it holds). The state lives in the caller's memory; the look-ahead is
+ * allocated on the first read and grows to about the longest line asked for.
+ */
+typedef struct fastsock_reader {
+    int fd;
+    unsigned char *buf;   /* the look-ahead */
+    size_t cap;
+    size_t start, end;    /* the bytes read and not yet handed out: buf[start, end) */
+} fastsock_reader;
+
+/* Allocates nothing; fastsock_reader_release frees the look-ahead. */
+void fastsock_reader_init(fastsock_reader *r, int fd);
+void fastsock_reader_release(fastsock_reader *r);
+
+/* Bytes read from the socket and not yet handed out. */
+size_t fastsock_reader_buffered(const fastsock_reader *r);
+
+/*
+ * Reads until the first delim[0, dlen) within max bytes (the delimiter
+ * included) and hands that line out: returns its length, delimiter included,
+ * with *line pointing at it inside the look-ahead, valid until the reader's
+ * next call. The timeout bounds the whole call; 0 never waits.
+ * - No delimiter within max bytes: FASTSOCK_ETOOLONG, nothing handed out
+ *   (the bytes stay buffered, ctl->moved is 0).
+ * - The stream ends first: FASTSOCK_EOF, with *line and ctl->moved the
+ *   partial line, which is handed out.
+ * - -ETIMEDOUT, -EAGAIN, -ECONNRESET...: nothing handed out; what came stays
+ *   buffered, so a later call goes on where this one stopped.
+ * - dlen 0 or max < dlen: -EINVAL. -ENOMEM when the look-ahead can't grow.
+ */
+fastsock_result fastsock_reader_until(fastsock_reader *r, const void *delim, size_t dlen,
+                                      size_t max, const unsigned char **line, fastsock_ctl *ctl);
+
+/*
+ * Exactly count bytes into buf[offset, offset + count): the buffered bytes
+ * first, then fastsock_recvall on the socket for the rest. Results as
+ * fastsock_recvall's; ctl->moved counts the bytes of both.
+ */
+fastsock_result fastsock_reader_recvall(fastsock_reader *r, void *buf, size_t len, size_t offset,
+                                        size_t count, fastsock_ctl *ctl);
+
+/* ---- searching received data without copying it ---------------------------- */
+
+/* The offset of the first needle[0, nlen) in hay[from, len), or -1 when there
+ * is none or from lies beyond len. An empty needle is found at from. */
+fastsock_result fastsock_find(const void *hay, size_t len, size_t from, const void *needle,
+                              size_t nlen);
+
 /*
  * For a buffer just allocated and not yet touched, that a receive will fill:
  * asks the kernel to back it with huge pages where it can, so that filling it
@@ -180,6 +238,7 @@ typedef enum fastsock_error_kind {
     FASTSOCK_KIND_RANGE,      /* FASTSOCK_EOFFSET, FASTSOCK_ECOUNT: bad arguments */
     FASTSOCK_KIND_PEER_GONE,  /* -EPIPE, -ECONNRESET: the peer is gone */
     FASTSOCK_KIND_BADSOCK,    /* -EBADF, -ENOTSOCK: not an open socket */
+    FASTSOCK_KIND_TOOLONG,    /* FASTSOCK_ETOOLONG: no delimiter within the maximum */
     FASTSOCK_KIND_OTHER       /* any other negative errno */
 } fastsock_error_kind;
 

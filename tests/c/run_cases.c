@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -41,14 +42,17 @@ typedef struct test_case {
 
 static const char *const known_keys[] = {
     "op", "req", "sock", "n", "bufsize", "offset", "count", "datalen", "file", "timeout",
-    "expect", "result", "result_max", "moved", "moved_min", "cycles_max", "budget", "steps_min", NULL
+    "expect", "result", "result_max", "moved", "moved_min", "cycles_max", "budget", "steps_min",
+    "pieces", "delim", "max", "repeat", "then", "hay", "needle", "sep", "from", NULL
 };
 static const char *const known_ops[] = {
     "recvall", "recvall_into", "recv_into", "send", "sendall", "sendfile",
-    "recv_steps", "recv_steps_into", "send_steps", "sendfile_steps", NULL
+    "recv_steps", "recv_steps_into", "send_steps", "sendfile_steps",
+    "sendallv", "recvfile", "readuntil", "find", "split", NULL
 };
 static const char *const known_expects[] = {
-    "ok", "closed", "timeout", "reset", "peer_gone", "badarg", "badsock", "nomem", "wouldblock", NULL
+    "ok", "closed", "timeout", "reset", "peer_gone", "badarg", "badsock", "nomem", "wouldblock",
+    "toolong", "badfile", NULL
 };
 static const char *const known_socks[] = { "fd", "int", "notsock", "closed", NULL };
 
@@ -143,8 +147,10 @@ static int parse_line(char *line, test_case *tc, char *err, size_t errlen)
     const char *op = get(tc, "op"), *expect = get(tc, "expect"), *sock = get(tc, "sock");
     const char *file = get(tc, "file");
     if (!op || !in_list(known_ops, op) || !expect || !in_list(known_expects, expect) ||
-        !get(tc, "req") || (sock && !in_list(known_socks, sock)) ||
-        (file && strncmp(file, "regular:", 8) && strncmp(file, "pipe:", 5) && strcmp(file, "empty"))) {
+        (!get(tc, "req") && strcmp(op, "find") && strcmp(op, "split")) ||
+        (sock && !in_list(known_socks, sock)) ||
+        (file && strncmp(file, "regular:", 8) && strncmp(file, "pipe:", 5) && strcmp(file, "empty") &&
+         strcmp(file, "pipe") && strncmp(file, "append:", 7) && strncmp(file, "readonly:", 9))) {
         snprintf(err, errlen, "%s: missing or unknown op/expect/req/sock/file", tc->name);
         return -1;
     }
@@ -272,6 +278,8 @@ static const char *kind_of(fastsock_result rc)
     case -ESPIPE: return "badarg"; /* a progressive sendfile of a pipe */
     case -ENOMEM: return "nomem";
     case -EAGAIN: return "wouldblock";
+    case -EINVAL: return "badarg";
+    case FASTSOCK_ETOOLONG: return "toolong";
     default: return rc >= 0 ? "ok" : "other";
     }
 }
@@ -312,9 +320,41 @@ static fastsock_result drive_steps(fastsock_xfer *x, int64_t timeout_ms, steps_s
     return x->error < 0 ? x->error : (fastsock_result)x->done;
 }
 
+/* expect, result, result_max, moved and moved_min against what a call did. */
+static int check_outcome(const test_case *tc, const char *kind, fastsock_result rc, size_t moved,
+                         char *why, size_t whylen)
+{
+    const char *expect = get(tc, "expect");
+    if (!kind_matches(expect, kind))
+        FAIL("expected %s, got %s (%zd: %s)", expect, kind, rc, fastsock_strerror(rc));
+    if (!strcmp(expect, "ok")) {
+        int64_t result = get_int(tc, "result", -1), result_max = get_int(tc, "result_max", -1);
+        if (result >= 0 && rc != result)
+            FAIL("result %zd, expected %" PRId64, rc, result);
+        if (result_max >= 0 && rc > result_max)
+            FAIL("result %zd above %" PRId64, rc, result_max);
+        if (moved != (size_t)rc)
+            FAIL("moved %zu but returned %zd", moved, rc);
+    } else {
+        int64_t want_moved = get_int(tc, "moved", -1), moved_min = get_int(tc, "moved_min", -1);
+        if (want_moved >= 0 && moved != (size_t)want_moved)
+            FAIL("moved %zu, expected %" PRId64, moved, want_moved);
+        if (moved_min >= 0 && moved < (size_t)moved_min)
+            FAIL("moved %zu, expected at least %" PRId64, moved, moved_min);
+    }
+    return 1;
+done:
+    return 0;
+}
+
+static int run_more(const test_case *tc, char *why, size_t whylen);
+static int call_target(const char *sockkind, int fd, int *other);
+
 static int run_case(const test_case *tc, char *why, size_t whylen)
 {
     const char *op = get(tc, "op"), *expect = get(tc, "expect");
+    if (in_list((const char *const[]){ "sendallv", "recvfile", "readuntil", "find", "split", NULL }, op))
+        return run_more(tc, why, whylen);
     const char *sockkind = get(tc, "sock") ? get(tc, "sock") : "fd";
     int is_recv = !strncmp(op, "recv", 4);
     int steps = strstr(op, "_steps") != NULL;
@@ -333,14 +373,7 @@ static int run_case(const test_case *tc, char *why, size_t whylen)
     fastsock_test_unit(req_value(tc, "seed"), unit);
     send_request(fd, get(tc, "req"));
 
-    if (!strcmp(sockkind, "notsock")) {
-        char path[] = "/tmp/fastsock-notsock-XXXXXX";
-        other = target = mkstemp(path);
-        unlink(path);
-    } else if (!strcmp(sockkind, "closed")) {
-        target = socket(AF_INET, SOCK_STREAM, 0);
-        close(target);
-    }
+    target = call_target(sockkind, fd, &other);
     const char *timeout = get(tc, "timeout");
     if (timeout)
         ctl.timeout_ms = (int64_t)ceil(strtod(timeout, NULL) * 1000);
@@ -443,24 +476,9 @@ static int run_case(const test_case *tc, char *why, size_t whylen)
     if (steps) /* the checks below read the socket as a blocking caller */
         fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     const char *kind = runner_badarg ? "badarg" : runner_nomem ? "nomem" : kind_of(rc);
-    if (!kind_matches(expect, kind))
-        FAIL("expected %s, got %s (%zd: %s)", expect, kind, rc, fastsock_strerror(rc));
     size_t moved = ctl.moved;
-    if (!strcmp(expect, "ok")) {
-        int64_t result = get_int(tc, "result", -1), result_max = get_int(tc, "result_max", -1);
-        if (result >= 0 && rc != result)
-            FAIL("result %zd, expected %" PRId64, rc, result);
-        if (result_max >= 0 && rc > result_max)
-            FAIL("result %zd above %" PRId64, rc, result_max);
-        if (moved != (size_t)rc)
-            FAIL("moved %zu but returned %zd", moved, rc);
-    } else {
-        int64_t want_moved = get_int(tc, "moved", -1), moved_min = get_int(tc, "moved_min", -1);
-        if (want_moved >= 0 && moved != (size_t)want_moved)
-            FAIL("moved %zu, expected %" PRId64, moved, want_moved);
-        if (moved_min >= 0 && moved < (size_t)moved_min)
-            FAIL("moved %zu, expected at least %" PRId64, moved, moved_min);
-    }
+    if (!check_outcome(tc, kind, rc, moved, why, whylen))
+        goto done;
     if (!strcmp(op, "recvall") && get(tc, "cycles_max") && !getenv("FASTSOCK_PORTABLE_BUILD") &&
         fastsock_recvall_cycles() > (unsigned long)get_int(tc, "cycles_max", 0))
         FAIL("%lu recv calls, expected at most %" PRId64, fastsock_recvall_cycles(),
@@ -514,6 +532,302 @@ done:
     free(unit);
     free(buf);
     free(want);
+    return ok;
+}
+
+/* ---- sendallv, recvfile, readuntil, find and split ------------------------------ */
+
+/* Hex bytes ("0d0a") into out, or "empty": their count. */
+static size_t hex_bytes(const char *spec, unsigned char *out, size_t cap)
+{
+    size_t n = 0;
+    if (!strcmp(spec, "empty"))
+        return 0;
+    for (; spec[0] && spec[1] && n < cap; spec += 2) {
+        unsigned v;
+        sscanf(spec, "%2x", &v);
+        out[n++] = (unsigned char)v;
+    }
+    return n;
+}
+
+/* hay=stream:LEN:SEED, hex:BYTES or empty, in a buffer of its own size. */
+static unsigned char *make_hay(const char *spec, size_t *len)
+{
+    if (!strncmp(spec, "stream:", 7)) {
+        char *end;
+        *len = (size_t)strtoull(spec + 7, &end, 10);
+        unsigned char *unit = malloc(FASTSOCK_TEST_UNIT), *hay = malloc(*len ? *len : 1);
+        fastsock_test_unit(strtoull(end + 1, NULL, 10), unit);
+        fastsock_test_fill(unit, 0, hay, *len);
+        free(unit);
+        return hay;
+    }
+    const char *hex = strncmp(spec, "hex:", 4) ? spec : spec + 4;
+    unsigned char *hay = malloc(strlen(hex) / 2 + 1);
+    *len = hex_bytes(hex, hay, strlen(hex) / 2);
+    return hay;
+}
+
+/* A plain left-to-right scan, to check fastsock_find's split against. */
+static size_t naive_fields(const unsigned char *hay, size_t len, const unsigned char *sep, size_t slen)
+{
+    size_t fields = 1;
+    for (size_t i = 0; i + slen <= len;) {
+        if (!memcmp(hay + i, sep, slen)) {
+            fields++;
+            i += slen;
+        } else {
+            i++;
+        }
+    }
+    return fields;
+}
+
+static int run_search(const test_case *tc, char *why, size_t whylen)
+{
+    int ok = 0, split = !strcmp(get(tc, "op"), "split");
+    size_t len, nlen;
+    unsigned char *hay = make_hay(get(tc, "hay"), &len), needle[64];
+    nlen = hex_bytes(get(tc, split ? "sep" : "needle"), needle, sizeof needle);
+    int64_t from = get_int(tc, "from", 0);
+    fastsock_result rc = 0;
+    /* What every binding refuses: an empty needle (a split would never end)
+     * and a negative start. */
+    int badarg = nlen == 0 || from < 0;
+    if (!badarg && !split) {
+        rc = fastsock_find(hay, len, (size_t)from, needle, nlen);
+    } else if (!badarg) {
+        size_t at = 0, fields = 1;
+        for (fastsock_result hit; (hit = fastsock_find(hay, len, at, needle, nlen)) >= 0; fields++)
+            at = (size_t)hit + nlen;
+        rc = (fastsock_result)fields;
+        if (fields != naive_fields(hay, len, needle, nlen))
+            FAIL("%zu fields, a plain scan finds %zu", fields, naive_fields(hay, len, needle, nlen));
+    }
+    const char *kind = badarg ? "badarg" : "ok";
+    if (strcmp(get(tc, "expect"), kind))
+        FAIL("expected %s, got %s", get(tc, "expect"), kind);
+    if (!badarg && rc != get_int(tc, "result", -2))
+        FAIL("result %zd, expected %s", rc, get(tc, "result"));
+    if (!badarg && !split && rc >= 0 && memcmp(hay + rc, needle, nlen))
+        FAIL("no needle at %zd", rc);
+    ok = 1;
+done:
+    free(hay);
+    return ok;
+}
+
+/* pieces=64:16777216:2, LEN*K, none, x (no buffer): iovecs over consecutive
+ * stream bytes. Returns the count, -1 for an x. */
+static long parse_pieces(const char *spec, struct iovec *iov, size_t cap, size_t *total)
+{
+    size_t n = 0;
+    *total = 0;
+    if (!strcmp(spec, "none"))
+        return 0;
+    for (const char *p = spec; *p;) {
+        if (*p == 'x')
+            return -1;
+        char *end;
+        size_t plen = (size_t)strtoull(p, &end, 10), times = 1;
+        if (*end == '*')
+            times = (size_t)strtoull(end + 1, &end, 10);
+        for (size_t k = 0; k < times && n < cap; k++) {
+            iov[n].iov_base = (void *)(uintptr_t)*total; /* an offset until the data exists */
+            iov[n++].iov_len = plen;
+            *total += plen;
+        }
+        p = *end == ':' ? end + 1 : end;
+    }
+    return (long)n;
+}
+
+/* The socket a case hands to the call: the connection, a regular file, or
+ * a closed socket's number. *other is a descriptor to close afterwards. */
+static int call_target(const char *sockkind, int fd, int *other)
+{
+    *other = -1;
+    if (!strcmp(sockkind, "notsock")) {
+        char path[] = "/tmp/fastsock-notsock-XXXXXX";
+        *other = mkstemp(path);
+        unlink(path);
+        return *other;
+    }
+    if (!strcmp(sockkind, "closed")) {
+        int closed = socket(AF_INET, SOCK_STREAM, 0);
+        close(closed);
+        return closed;
+    }
+    return fd;
+}
+
+/* A temporary file for recvfile: LEN bytes of SENTINEL, opened as spec says. */
+static int recvfile_target(const char *spec, size_t *prefill, int pipe_fds[2])
+{
+    *prefill = 0;
+    if (!strcmp(spec, "pipe"))
+        return pipe(pipe_fds) < 0 ? -1 : pipe_fds[1];
+    const char *colon = strchr(spec, ':');
+    *prefill = colon ? (size_t)strtoull(colon + 1, NULL, 10) : 0;
+    char path[] = "/tmp/fastsock-recvfile-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0)
+        return -1;
+    unsigned char *fill = malloc(*prefill ? *prefill : 1);
+    memset(fill, SENTINEL, *prefill);
+    ssize_t w = write(fd, fill, *prefill);
+    free(fill);
+    int mode = !strncmp(spec, "append:", 7) ? O_RDWR | O_APPEND : !strncmp(spec, "readonly:", 9) ? O_RDONLY : -1;
+    if (mode != -1) {
+        close(fd);
+        fd = open(path, mode);
+    }
+    unlink(path);
+    if (w != (ssize_t)*prefill || lseek(fd, 0, SEEK_SET) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int run_more(const test_case *tc, char *why, size_t whylen)
+{
+    const char *op = get(tc, "op"), *expect = get(tc, "expect");
+    if (!strcmp(op, "find") || !strcmp(op, "split"))
+        return run_search(tc, why, whylen);
+    const char *sockkind = get(tc, "sock") ? get(tc, "sock") : "fd";
+    int ok = 0, fd = connect_server(), other, file = -1, pipe_fds[2] = { -1, -1 };
+    int target = call_target(sockkind, fd, &other);
+    unsigned char *unit = malloc(FASTSOCK_TEST_UNIT), *data = NULL, *want = NULL;
+    struct iovec *iov = NULL;
+    fastsock_reader reader;
+    fastsock_reader_init(&reader, target);
+    fastsock_ctl ctl = FASTSOCK_CTL_INIT;
+    fastsock_result rc = 0;
+    const char *kind = NULL;
+    uint64_t off = req_value(tc, "off");
+    fastsock_test_unit(req_value(tc, "seed"), unit);
+    send_request(fd, get(tc, "req"));
+    if (get(tc, "timeout"))
+        ctl.timeout_ms = (int64_t)ceil(strtod(get(tc, "timeout"), NULL) * 1000);
+    int refused = !strcmp(expect, "badarg") || !strcmp(expect, "badsock") || !strcmp(expect, "badfile");
+    size_t moved = 0, consumed = 0; /* consumed: stream bytes the checks have seen */
+
+    if (!strcmp(op, "sendallv")) {
+        size_t total, cap = 4096;
+        iov = malloc(cap * sizeof *iov);
+        long n = parse_pieces(get(tc, "pieces"), iov, cap, &total);
+        data = malloc(total ? total : 1);
+        fastsock_test_fill(unit, 0, data, total);
+        for (long i = 0; i < n; i++)
+            iov[i].iov_base = data + (uintptr_t)iov[i].iov_base;
+        rc = n < 0 ? 0 : fastsock_sendallv(target, iov, (size_t)n, &ctl);
+        kind = n < 0 ? "badarg" : kind_of(rc);
+        moved = ctl.moved;
+        if (!check_outcome(tc, kind, rc, moved, why, whylen))
+            goto done;
+        if (strcmp(expect, "peer_gone")) {
+            uint64_t got, match;
+            if (sink_answer(fd, &got, &match) < 0)
+                FAIL("no answer from the sink");
+            if (got != moved || match != got)
+                FAIL("sink got %" PRIu64 " (matching %" PRIu64 "), the call reported %zu", got, match, moved);
+        }
+        ok = 1;
+        goto done;
+    }
+
+    if (!strcmp(op, "recvfile")) {
+        const char *spec = get(tc, "file");
+        size_t prefill;
+        file = recvfile_target(spec, &prefill, pipe_fds);
+        if (file < 0)
+            FAIL("recvfile's file: %s", strerror(errno));
+        size_t offset = get_size(tc, "offset", 0);
+        rc = fastsock_recvfile(target, file, (int64_t)offset, get_size(tc, "n", 0), &ctl);
+        moved = ctl.moved;
+        kind = rc == -EBADF && target == fd ? "badfile" : rc == -ESPIPE ? "badarg" : kind_of(rc);
+        if (!check_outcome(tc, kind, rc, moved, why, whylen))
+            goto done;
+        size_t at = !strncmp(spec, "append:", 7) ? prefill : offset;
+        size_t flen = pipe_fds[0] >= 0 ? moved : (size_t)lseek(file, 0, SEEK_END);
+        if (pipe_fds[0] < 0 && flen != (at + moved > prefill ? at + moved : prefill) && !refused)
+            FAIL("the file holds %zu bytes, expected %zu", flen, at + moved > prefill ? at + moved : prefill);
+        data = malloc(flen ? flen : 1);
+        want = malloc(moved ? moved : 1);
+        ssize_t r = pipe_fds[0] >= 0 ? read(pipe_fds[0], data, flen) : pread(file, data, flen, 0);
+        if (r != (ssize_t)flen && !(refused && r < 0))
+            FAIL("reading the file back: %s", strerror(errno));
+        fastsock_test_fill(unit, off, want, moved);
+        if (pipe_fds[0] >= 0)
+            at = 0;
+        if (moved && memcmp(data + at, want, moved))
+            FAIL("the file's bytes differ from the stream");
+        for (size_t i = 0; pipe_fds[0] < 0 && !refused && i < flen; i++)
+            if ((i < at || i >= at + moved) && data[i] != SENTINEL)
+                FAIL("byte %zu of the file, outside [%zu, %zu), was written", i, at, at + moved);
+        consumed = moved;
+    } else { /* readuntil */
+        unsigned char delim[64];
+        size_t dlen = hex_bytes(get(tc, "delim"), delim, sizeof delim);
+        size_t max = get_size(tc, "max", 0), total = 0;
+        int64_t repeat = get_int(tc, "repeat", 1);
+        const unsigned char *line = NULL;
+        want = malloc(max + 1);
+        for (int64_t i = 0; i < repeat; i++) {
+            rc = fastsock_reader_until(&reader, delim, dlen, max, &line, &ctl);
+            size_t got = rc >= 0 ? (size_t)rc : ctl.moved;
+            fastsock_test_fill(unit, off + total, want, got);
+            if (got && memcmp(line, want, got))
+                FAIL("line %" PRId64 " differs from the stream", i + 1);
+            if (rc >= 0 && (got < dlen || memcmp(line + got - dlen, delim, dlen)))
+                FAIL("line %" PRId64 " does not end with the delimiter", i + 1);
+            total += got;
+            if (rc < 0)
+                break;
+        }
+        moved = total;
+        if (rc >= 0)
+            rc = (fastsock_result)total;
+        kind = kind_of(rc);
+        if (!check_outcome(tc, kind, rc, moved, why, whylen))
+            goto done;
+        size_t then = get_size(tc, "then", 0);
+        if (then) {
+            data = malloc(then);
+            fastsock_ctl body = FASTSOCK_CTL_INIT;
+            fastsock_result b = fastsock_reader_recvall(&reader, data, then, 0, then, &body);
+            free(want);
+            want = malloc(then);
+            fastsock_test_fill(unit, off + total, want, then);
+            if (b != (fastsock_result)then || memcmp(data, want, then))
+                FAIL("the %zu bytes after the line(s) differ from the stream (%zd)", then, b);
+        }
+        consumed = total + then;
+    }
+    if (refused && moved != 0)
+        FAIL("refused, yet %zu bytes moved", moved);
+    if (refused) {
+        unsigned char first, expected_first;
+        fastsock_test_fill(unit, off + consumed, &expected_first, 1);
+        if (recv(fd, &first, 1, MSG_WAITALL) != 1 || first != expected_first)
+            FAIL("a refused call consumed data");
+    }
+    ok = 1;
+done:
+    fastsock_reader_release(&reader);
+    if (file >= 0)
+        close(file);
+    if (pipe_fds[0] >= 0)
+        close(pipe_fds[0]);
+    if (other >= 0)
+        close(other);
+    close(fd);
+    free(unit);
+    free(data);
+    free(want);
+    free(iov);
     return ok;
 }
 

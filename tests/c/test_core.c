@@ -637,6 +637,121 @@ static void test_classify_and_deadlines(void)
     CHECK(fastsock_remaining_ms(fastsock_deadline(0)) == 0);
 }
 
+/* A line, then a body: the look-ahead goes to the body, the rest comes from
+ * the socket; the delimiter across two receives; too long; end of stream. */
+static void test_reader(void)
+{
+    int sv[2];
+    pair(sv);
+    fastsock_reader r;
+    fastsock_reader_init(&r, sv[0]);
+    fastsock_ctl ctl = FASTSOCK_CTL_INIT;
+    const unsigned char *line;
+    static const char msg[] = "$5\r\nhello\r\n+OK\r\n";
+    CHECK(write(sv[1], msg, sizeof msg - 1) == (ssize_t)(sizeof msg - 1));
+    CHECK(fastsock_reader_until(&r, "\r\n", 2, 64, &line, &ctl) == 4 && ctl.moved == 4);
+    CHECK(line != NULL && memcmp(line, "$5\r\n", 4) == 0);
+    CHECK(fastsock_reader_buffered(&r) == sizeof msg - 1 - 4);
+    char body[16];
+    CHECK(fastsock_reader_recvall(&r, body, sizeof body, 1, 7, &ctl) == 7 && ctl.moved == 7);
+    CHECK(memcmp(body + 1, "hello\r\n", 7) == 0);
+    CHECK(fastsock_reader_until(&r, "\r\n", 2, 64, &line, &ctl) == 5);
+    CHECK(memcmp(line, "+OK\r\n", 5) == 0 && fastsock_reader_buffered(&r) == 0);
+
+    /* The delimiter split over two writes, in two receives; never waits with
+     * a timeout of 0, keeping what came. */
+    CHECK(write(sv[1], "abc\r", 4) == 4);
+    ctl.timeout_ms = 0;
+    CHECK(fastsock_reader_until(&r, "\r\n", 2, 64, &line, &ctl) == -EAGAIN && ctl.moved == 0);
+    CHECK(fastsock_reader_buffered(&r) == 4);
+    CHECK(write(sv[1], "\nrest", 5) == 5);
+    CHECK(fastsock_reader_until(&r, "\r\n", 2, 64, &line, &ctl) == 5 && memcmp(line, "abc\r\n", 5) == 0);
+    ctl.timeout_ms = -1;
+
+    /* No delimiter within max: nothing handed out, the body reads on. */
+    CHECK(fastsock_reader_until(&r, "\r\n", 2, 3, &line, &ctl) == FASTSOCK_ETOOLONG && ctl.moved == 0);
+    CHECK(fastsock_reader_until(&r, "\r\n", 2, 1, &line, &ctl) == -EINVAL);
+    CHECK(fastsock_reader_until(&r, "", 0, 10, &line, &ctl) == -EINVAL);
+
+    /* A body larger than the look-ahead: the first bytes from it, the rest
+     * from the socket. */
+    size_t len = 1u << 20;
+    unsigned char *big = malloc(len);
+    for (size_t i = 0; i < len; i++)
+        big[i] = pattern(i);
+    writer w = { sv[1], len, 65536, 0 };
+    pthread_t t;
+    pthread_create(&t, NULL, write_pattern, &w);
+    memset(big, 0, len);
+    CHECK(fastsock_reader_recvall(&r, big, len, 0, 4, &ctl) == 4 && memcmp(big, "rest", 4) == 0);
+    CHECK(fastsock_reader_recvall(&r, big, len, 0, len, &ctl) == (fastsock_result)len && ctl.moved == len);
+    pthread_join(t, NULL);
+    int same = 1;
+    for (size_t i = 0; i < len; i++)
+        same &= big[i] == pattern(i);
+    CHECK(same);
+    free(big);
+    CHECK(fastsock_reader_recvall(&r, body, sizeof body, 10, 7, &ctl) == FASTSOCK_ECOUNT);
+    CHECK(fastsock_reader_recvall(&r, body, sizeof body, 17, 0, &ctl) == FASTSOCK_EOFFSET);
+
+    /* The stream ends inside a line: the partial is handed out. */
+    CHECK(write(sv[1], "tail", 4) == 4);
+    close(sv[1]);
+    CHECK(fastsock_reader_until(&r, "\n", 1, 64, &line, &ctl) == FASTSOCK_EOF && ctl.moved == 4);
+    CHECK(memcmp(line, "tail", 4) == 0 && fastsock_reader_buffered(&r) == 0);
+    CHECK(fastsock_reader_until(&r, "\n", 1, 64, &line, &ctl) == FASTSOCK_EOF && ctl.moved == 0);
+    fastsock_reader_release(&r);
+    fastsock_reader_release(&r);
+    close(sv[0]);
+}
+
+/* A line longer than the first look-ahead, a delimiter straddling two
+ * receives and a timeout that keeps what came. */
+static void test_reader_long_line(void)
+{
+    int sv[2];
+    pair(sv);
+    fastsock_reader r;
+    fastsock_reader_init(&r, sv[0]);
+    fastsock_ctl ctl = FASTSOCK_CTL_INIT;
+    const unsigned char *line;
+    size_t len = 100000;
+    char *data = malloc(len + 3);
+    memset(data, 'x', len);
+    memcpy(data + len, "END", 3);
+    CHECK(write(sv[1], data, 40000) == 40000);
+    ctl.timeout_ms = 50;
+    CHECK(fastsock_reader_until(&r, "END", 3, 200000, &line, &ctl) == -ETIMEDOUT && ctl.moved == 0);
+    CHECK(fastsock_reader_buffered(&r) == 40000);
+    ctl.timeout_ms = -1;
+    CHECK(write(sv[1], data + 40000, len + 1 - 40000) == (ssize_t)(len + 1 - 40000));
+    CHECK(write(sv[1], data + len + 1, 2) == 2);
+    CHECK(fastsock_reader_until(&r, "END", 3, 200000, &line, &ctl) == (fastsock_result)(len + 3));
+    CHECK(memcmp(line, data, len + 3) == 0);
+    free(data);
+    fastsock_reader_release(&r);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+static void test_find(void)
+{
+    static const char hay[] = "abcaabcab";
+    size_t n = sizeof hay - 1;
+    CHECK(fastsock_find(hay, n, 0, "ab", 2) == 0);
+    CHECK(fastsock_find(hay, n, 1, "ab", 2) == 4);
+    CHECK(fastsock_find(hay, n, 5, "ab", 2) == 7);
+    CHECK(fastsock_find(hay, n, 8, "ab", 2) == -1);
+    CHECK(fastsock_find(hay, n, 0, "abcab", 5) == 4);
+    CHECK(fastsock_find(hay, n, 0, "zz", 2) == -1);
+    CHECK(fastsock_find(hay, n, 3, "", 0) == 3);
+    CHECK(fastsock_find(hay, n, n, "", 0) == (fastsock_result)n);
+    CHECK(fastsock_find(hay, n, n + 1, "", 0) == -1);
+    CHECK(fastsock_find(hay, n, SIZE_MAX, "a", 1) == -1);
+    CHECK(fastsock_find(hay, 0, 0, "a", 1) == -1);
+    CHECK(fastsock_find(hay, n, 0, "abcaabcabX", 10) == -1);
+}
+
 int main(void)
 {
     test_ranges();
@@ -654,6 +769,9 @@ int main(void)
     test_xfer_never_waits();
     test_xfer_sendfile();
     test_classify_and_deadlines();
+    test_reader();
+    test_reader_long_line();
+    test_find();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -1,0 +1,142 @@
+/*
+ * A protocol reader: a line or a header block up to a delimiter, then a body
+ * of a known length. See "reading a protocol" in fastsock.h for the contract.
+ *
+ * A buffered reader (makefile, gets, LuaSocket's receive('*l')) reads past
+ * the delimiter into a buffer that the next bulk receive can't see. This one
+ * owns its look-ahead and hands it to fastsock_reader_recvall, which copies
+ * only those bytes and receives the rest of the body straight into the
+ * caller's memory. So a short reply costs the one recv that brought it, and a
+ * large body passes through the look-ahead once at most, for its first bytes.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memmem */
+#endif
+#include "fastsock.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The first receive's size, and the growth step: a whole RESP or HTTP reply
+ * header, and a small body with it, in one system call. */
+#define READER_CHUNK ((size_t)16 << 10)
+
+void fastsock_reader_init(fastsock_reader *r, int fd)
+{
+    memset(r, 0, sizeof *r);
+    r->fd = fd;
+}
+
+void fastsock_reader_release(fastsock_reader *r)
+{
+    free(r->buf);
+    r->buf = NULL;
+    r->cap = r->start = r->end = 0;
+}
+
+size_t fastsock_reader_buffered(const fastsock_reader *r)
+{
+    return r->end - r->start;
+}
+
+/* Room for at least READER_CHUNK more bytes after end: moves the buffered
+ * bytes to the front, and grows only when they fill most of the buffer. */
+static int make_room(fastsock_reader *r)
+{
+    if (r->cap - r->end >= READER_CHUNK)
+        return 0;
+    size_t held = r->end - r->start;
+    if (r->start > 0) {
+        memmove(r->buf, r->buf + r->start, held);
+        r->start = 0;
+        r->end = held;
+    }
+    if (r->cap - r->end >= READER_CHUNK)
+        return 0;
+    size_t cap = r->cap ? r->cap * 2 : READER_CHUNK;
+    while (cap - held < READER_CHUNK)
+        cap *= 2;
+    unsigned char *grown = realloc(r->buf, cap);
+    if (grown == NULL)
+        return -ENOMEM;
+    r->buf = grown;
+    r->cap = cap;
+    return 0;
+}
+
+fastsock_result fastsock_reader_until(fastsock_reader *r, const void *delim, size_t dlen,
+                                      size_t max, const unsigned char **line, fastsock_ctl *ctl)
+{
+    ctl->moved = 0;
+    *line = NULL;
+    if (dlen == 0 || max < dlen)
+        return -EINVAL;
+    int64_t deadline = fastsock_deadline(ctl->timeout_ms);
+    size_t searched = 0; /* bytes from start known to hold no whole delimiter */
+    for (;;) {
+        size_t held = r->end - r->start;
+        size_t window = held < max ? held : max;
+        if (window >= dlen) {
+            /* A delimiter may straddle what was searched and what is new. */
+            size_t from = searched > dlen - 1 ? searched - (dlen - 1) : 0;
+            const unsigned char *base = r->buf + r->start;
+            const unsigned char *hit = memmem(base + from, window - from, delim, dlen);
+            if (hit != NULL) {
+                size_t n = (size_t)(hit - base) + dlen;
+                *line = base;
+                r->start += n;
+                ctl->moved = n;
+                return (fastsock_result)n;
+            }
+        }
+        searched = window;
+        if (held >= max)
+            return FASTSOCK_ETOOLONG; /* nothing consumed: the bytes stay buffered */
+        int rc = make_room(r);
+        if (rc < 0)
+            return rc;
+        fastsock_ctl one = *ctl;
+        one.timeout_ms = ctl->timeout_ms == 0 ? 0 : fastsock_remaining_ms(deadline);
+        if (ctl->timeout_ms > 0 && one.timeout_ms == 0)
+            return -ETIMEDOUT;
+        fastsock_result got = fastsock_recv(r->fd, r->buf, r->cap, r->end, r->cap - r->end, 0, &one);
+        if (got < 0)
+            return got; /* timeout, reset...: nothing consumed, the bytes stay buffered */
+        if (got == 0) {
+            /* The stream ended before the delimiter: what came is the partial. */
+            *line = r->buf + r->start;
+            ctl->moved = held;
+            r->start = r->end;
+            return FASTSOCK_EOF;
+        }
+        r->end += (size_t)got;
+    }
+}
+
+fastsock_result fastsock_reader_recvall(fastsock_reader *r, void *buf, size_t len, size_t offset,
+                                        size_t count, fastsock_ctl *ctl)
+{
+    ctl->moved = 0;
+    if (offset > len)
+        return FASTSOCK_EOFFSET;
+    if (count == FASTSOCK_ALL)
+        count = len - offset;
+    else if (count > len - offset)
+        return FASTSOCK_ECOUNT;
+    size_t held = r->end - r->start;
+    size_t take = held < count ? held : count;
+    if (take > 0) {
+        memcpy((char *)buf + offset, r->buf + r->start, take);
+        r->start += take;
+    }
+    if (take == count) {
+        ctl->moved = count;
+        return (fastsock_result)count;
+    }
+    /* The look-ahead is empty now: the rest goes straight from the socket. */
+    r->start = r->end = 0;
+    fastsock_result rc = fastsock_recvall(r->fd, buf, len, offset + take, count - take, ctl);
+    ctl->moved += take;
+    return rc < 0 ? rc : (fastsock_result)count;
+}
