@@ -181,7 +181,7 @@ def table(rows):
 
 def rss_over_payload(r):
     """What the transfer added to the process's RSS, over the payload."""
-    return (r["rss_peak_mb"] - r.get("rss_base_mb", 0)) * MiB / r["size"]
+    return (r["rss_peak_mb"] - r.get("rss_base_mb", 0)) * MiB / (r["size"] * r.get("conns", 1))
 
 
 def matching(rows, lang, spec, size=None):
@@ -242,6 +242,7 @@ def main():
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--sizes", help="comma-separated byte counts")
     ap.add_argument("--langs", default="python,ruby,lua")
+    ap.add_argument("--rows", help="render the tables from an earlier run's eventloop.jsonl, run nothing")
     a = ap.parse_args()
     build = os.path.abspath(a.build)
     sizes = ([int(s) for s in a.sizes.split(",")] if a.sizes
@@ -250,7 +251,12 @@ def main():
     out = a.out or (os.path.join(HERE, "results") if a.full else os.path.join(build, "bench-results"))
     env = env_for(build)
     rows, failed = [], []
-    for lang in [l for l in a.langs.split(",") if l]:
+    if a.rows:
+        with open(a.rows) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        rounds = len({r["round"] for r in rows})
+    # C has no event-loop routes of its own: the languages' blocking routes are the reference.
+    for lang in [l for l in a.langs.split(",") if l in SCRIPTS and not a.rows]:
         got, rc = run_lang(lang, build, sizes, rounds, env)
         rows += got
         if rc != 0:

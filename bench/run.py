@@ -219,6 +219,8 @@ def main():
     ap.add_argument("--sizes", help="comma-separated byte counts")
     ap.add_argument("--langs", default=",".join(LANGS), help="comma-separated subset of " + ",".join(LANGS))
     ap.add_argument("--only", help="only variants whose name contains this")
+    ap.add_argument("--bulk-only", action="store_true",
+                    help="skip the event-loop and protocol scenarios (bench/eventloop.py, bench/protocol.py)")
     a = ap.parse_args()
 
     if a.sizes:
@@ -259,6 +261,21 @@ def main():
             server.wait(timeout=30)
             os.unlink(data)
     report(results, syscalls, sizes, rounds, out, a.full)
+    if not a.bulk_only:
+        run_scenarios(build, a.full, a.langs)
+
+
+def run_scenarios(build, full, langs):
+    """The event-loop and protocol scenarios, one after the other, each with
+    its own driver and table (quick: one size; --full: theirs)."""
+    failed = []
+    for script in ("eventloop.py", "protocol.py"):
+        argv = [sys.executable, os.path.join(HERE, script), "--build", build, "--langs", langs]
+        say(f"bench: {script}{' --full' if full else ''}")
+        if subprocess.run(argv + (["--full"] if full else [])).returncode != 0:
+            failed.append(script)
+    if failed:
+        raise SystemExit(f"bench: failed: {', '.join(failed)}")
 
 
 def socket_quit(port):

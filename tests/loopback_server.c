@@ -215,6 +215,37 @@ static void serve_echo(int fd)
     }
 }
 
+/* A Redis-shaped peer: for each request line the client sends (anything up
+ * to a newline), one RESP bulk string of len stream bytes, "$len\r\n" +
+ * bytes + "\r\n", in one send. The protocol benchmarks' server. */
+static void serve_resp(int fd, const request *rq)
+{
+    unsigned char unit[UNIT];
+    fastsock_test_unit(rq->seed, unit);
+    char head[32];
+    int hlen = snprintf(head, sizeof head, "$%llu\r\n", (unsigned long long)rq->len);
+    size_t total = (size_t)hlen + rq->len + 2;
+    unsigned char *reply = malloc(total), buf[4096];
+    if (reply == NULL)
+        return;
+    memcpy(reply, head, (size_t)hlen);
+    for (uint64_t i = 0; i < rq->len; i++)
+        reply[(size_t)hlen + i] = unit[(rq->off + i) % UNIT];
+    memcpy(reply + total - 2, "\r\n", 2);
+    for (;;) {
+        ssize_t r = recv(fd, buf, sizeof buf, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        for (ssize_t i = 0; i < r; i++)
+            if (buf[i] == '\n' && send_all(fd, reply, total) < 0)
+                goto out;
+    }
+out:
+    free(reply);
+}
+
 static int parse_request(char *line, request *rq)
 {
     memset(rq, 0, sizeof *rq);
@@ -282,6 +313,8 @@ static void *serve(void *arg)
             serve_sink(fd, &rq);
         else if (!strcmp(rq.mode, "echo"))
             serve_echo(fd);
+        else if (!strcmp(rq.mode, "resp"))
+            serve_resp(fd, &rq);
         else if (!strcmp(rq.mode, "quit"))
             exit(0);
         else
