@@ -264,16 +264,21 @@ def main():
     md = (f"fastsock event-loop benchmark ({'full' if a.full else 'quick'} run, {rounds} rounds): "
           f"median MB/s, the heartbeat's worst stall, peak RSS over the payload\n\n"
           + table(rows) + "\n\n### Targets (issues 13, 14, 15)\n\n" + targets(rows) + "\n")
+    write_report(out, "eventloop", md, rows, failed)
+
+
+def write_report(out, name, md, rows, failed):
+    """<out>/<name>.md and the rows as <name>.jsonl (--rows renders them again)."""
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "eventloop.md"), "w") as f:
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
         f.write(md)
-    with open(os.path.join(out, "eventloop.jsonl"), "w") as f:
+    with open(os.path.join(out, f"{name}.jsonl"), "w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
     print(md)
-    print(f"written: {out}/eventloop.md, eventloop.jsonl")
+    print(f"written: {out}/{name}.md, {name}.jsonl")
     if failed:
-        raise SystemExit(f"eventloop: failed: {', '.join(failed)}")
+        raise SystemExit(f"{name}: failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from eventloop import env_for, human  # noqa: E402  (the same environment and sizes)
+from eventloop import env_for, human, write_report  # noqa: E402  (the same environment, sizes, files)
 
 MiB = 1 << 20
 SCRIPTS = {
@@ -201,16 +201,7 @@ def main():
     md = (f"fastsock protocol benchmark ({'full' if a.full else 'quick'} run, {rounds} rounds): "
           f"median rates, higher is better\n\n" + table(rows) + "\n\n### Targets (issue 17)\n\n"
           + targets(rows) + "\n")
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "protocol.md"), "w") as f:
-        f.write(md)
-    with open(os.path.join(out, "protocol.jsonl"), "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-    print(md)
-    print(f"written: {out}/protocol.md, protocol.jsonl")
-    if failed:
-        raise SystemExit(f"protocol: failed: {', '.join(failed)}")
+    write_report(out, "protocol", md, rows, failed)
 
 
 if __name__ == "__main__":

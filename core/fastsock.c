@@ -155,7 +155,7 @@ int fastsock__advise_range(void *buf, size_t len)
 
 /* ---- ranges and deadlines ------------------------------------------------- */
 
-static fastsock_result check_range(size_t len, size_t offset, size_t count, size_t *n)
+fastsock_result fastsock__check_range(size_t len, size_t offset, size_t count, size_t *n)
 {
     if (offset > len)
         return FASTSOCK_EOFFSET;
@@ -461,7 +461,7 @@ fastsock_result fastsock_recvall(int fd, void *buf, size_t len, size_t offset,
     size_t n;
     ctl->moved = 0;
     recvall_cycles = 0;
-    fastsock_result rc = check_range(len, offset, count, &n);
+    fastsock_result rc = fastsock__check_range(len, offset, count, &n);
     if (rc < 0)
         return rc;
     char *p = (char *)buf + offset;
@@ -516,7 +516,7 @@ fastsock_result fastsock_recv(int fd, void *buf, size_t len, size_t offset,
 {
     size_t n;
     ctl->moved = 0;
-    fastsock_result rc = check_range(len, offset, count, &n);
+    fastsock_result rc = fastsock__check_range(len, offset, count, &n);
     if (rc < 0)
         return rc;
     deadline d = deadline_from(ctl);
@@ -545,7 +545,7 @@ fastsock_result fastsock_send(int fd, const void *data, size_t len,
 {
     size_t n;
     ctl->moved = 0;
-    fastsock_result rc = check_range(len, offset, count, &n);
+    fastsock_result rc = fastsock__check_range(len, offset, count, &n);
     if (rc < 0)
         return rc;
     deadline d = deadline_from(ctl);
@@ -608,7 +608,7 @@ fastsock_result fastsock_sendall(int fd, const void *data, size_t len,
 {
     size_t n;
     ctl->moved = 0;
-    fastsock_result rc = check_range(len, offset, count, &n);
+    fastsock_result rc = fastsock__check_range(len, offset, count, &n);
     if (rc < 0)
         return rc;
     const char *p = (const char *)data + offset;

@@ -10,6 +10,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fastsock.h"
+
+/* A buffer range (base length, offset, count or FASTSOCK_ALL) checked
+ * overflow-safe: 0 with *n the count, or FASTSOCK_EOFFSET / FASTSOCK_ECOUNT. */
+fastsock_result fastsock__check_range(size_t len, size_t offset, size_t count, size_t *n);
+
 /* Monotonic clock, nanoseconds. */
 int64_t fastsock__now_ns(void);
 

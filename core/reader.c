@@ -13,6 +13,7 @@
 #define _GNU_SOURCE /* memmem */
 #endif
 #include "fastsock.h"
+#include "fastsock_internal.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -118,12 +119,9 @@ fastsock_result fastsock_reader_recvall(fastsock_reader *r, void *buf, size_t le
                                         size_t count, fastsock_ctl *ctl)
 {
     ctl->moved = 0;
-    if (offset > len)
-        return FASTSOCK_EOFFSET;
-    if (count == FASTSOCK_ALL)
-        count = len - offset;
-    else if (count > len - offset)
-        return FASTSOCK_ECOUNT;
+    fastsock_result rc = fastsock__check_range(len, offset, count, &count);
+    if (rc < 0)
+        return rc;
     size_t held = r->end - r->start;
     size_t take = held < count ? held : count;
     if (take > 0) {
@@ -136,7 +134,7 @@ fastsock_result fastsock_reader_recvall(fastsock_reader *r, void *buf, size_t le
     }
     /* The look-ahead is empty now: the rest goes straight from the socket. */
     r->start = r->end = 0;
-    fastsock_result rc = fastsock_recvall(r->fd, buf, len, offset + take, count - take, ctl);
+    rc = fastsock_recvall(r->fd, buf, len, offset + take, count - take, ctl);
     ctl->moved += take;
     return rc < 0 ? rc : (fastsock_result)count;
 }
