@@ -35,18 +35,6 @@
 /* The copying fallback of sendfile reads this much at a time. */
 #define FASTSOCK__BOUNCE ((size_t)256 * 1024)
 
-static fastsock_result range(size_t len, size_t offset, size_t count, size_t *n)
-{
-    if (offset > len)
-        return FASTSOCK_EOFFSET;
-    if (count == FASTSOCK_ALL)
-        count = len - offset;
-    else if (count > len - offset) /* cannot wrap: offset <= len */
-        return FASTSOCK_ECOUNT;
-    *n = count;
-    return 0;
-}
-
 static void start(fastsock_xfer *x, fastsock_xfer_kind kind, int fd, char *base, size_t count)
 {
     memset(x, 0, sizeof *x);
@@ -62,7 +50,7 @@ fastsock_result fastsock_xfer_recv_init(fastsock_xfer *x, int fd, void *buf, siz
                                         size_t offset, size_t count)
 {
     size_t n = 0;
-    fastsock_result rc = range(len, offset, count, &n);
+    fastsock_result rc = fastsock__check_range(len, offset, count, &n);
     start(x, FASTSOCK_XFER_RECV, fd, rc < 0 ? NULL : (char *)buf + offset, n);
     if (rc < 0)
         x->want = 0;
@@ -73,7 +61,7 @@ fastsock_result fastsock_xfer_send_init(fastsock_xfer *x, int fd, const void *da
                                         size_t offset, size_t count)
 {
     size_t n = 0;
-    fastsock_result rc = range(len, offset, count, &n);
+    fastsock_result rc = fastsock__check_range(len, offset, count, &n);
     /* The state has one pointer for both directions; a send never writes
      * through it. */
     start(x, FASTSOCK_XFER_SEND, fd, rc < 0 ? NULL : (char *)(uintptr_t)data + offset, n);
