@@ -60,7 +60,21 @@ def human(n):
     return f"{n} B"
 
 
+# Request/response rows (issue 18): "GET\n", then an 8-byte length and a body
+# of each size, the same number of requests in every language.
+RPC_SIZES = (KiB, 64 * KiB, MiB, 16 * MiB)
+# The best stdlib client of each language, and fastsock's.
+RPC_IDIOMS = {"python": ["rpc_makefile", "rpc_recv_into"], "ruby": ["rpc_read"], "lua": ["rpc_receive"]}
+
+
+def rpc_requests(n):
+    """The workers' rpc_requests: 10,000 for the small bodies, 256 MiB in all for the large."""
+    return 10000 if n <= 64 * KiB else max(16, (256 * MiB) // n)
+
+
 def kind_of(variant, side):
+    if side == "rpc":
+        return None
     if side == "msg":
         return C_MSG
     if side == "recv":
@@ -287,7 +301,8 @@ def socket_quit(port):
 def measure(workers, sizes, rounds, msg_bytes, only):
     """{(lang, variant, side, n): {"mbps": [...], "rss": [...], "align": a, "ratio": [...]}}"""
     results = {}
-    plan = [(size, side) for size in sizes for side in ("recv", "send")] + [(msg_bytes, "msg")]
+    plan = ([(size, side) for size in sizes for side in ("recv", "send")] + [(msg_bytes, "msg")]
+            + [(size, "rpc") for size in RPC_SIZES])
     for n, side in plan:
         todo = [(lang, v) for lang, w in workers.items() for v, s in w.variants.items()
                 if s == side and (not only or only in v or v in (C_RECV, C_SEND, C_SENDFILE, C_MSG))]
@@ -303,7 +318,7 @@ def measure(workers, sizes, rounds, msg_bytes, only):
             for lang, v in todo[k:] + todo[:k]:
                 dt, added, align = workers[lang].run(v, n)
                 rec = results.setdefault((lang, v, side, n), {"mbps": [], "rss": [], "align": align, "ratio": []})
-                mbps = n / 1e6 / dt
+                mbps = n * (rpc_requests(n) if side == "rpc" else 1) / 1e6 / dt
                 rec["mbps"].append(mbps)
                 rec["rss"].append(added)
                 per_round[(lang, v)] = mbps
@@ -336,7 +351,7 @@ def summarize(results):
             "rss_x": rss, "page_offset": rec["align"],
         })
     order = {l: i for i, l in enumerate(LANGS)}
-    rows.sort(key=lambda r: (["recv", "send", "msg"].index(r["side"]), order[r["lang"]], r["variant"], r["bytes"]))
+    rows.sort(key=lambda r: (["recv", "send", "msg", "rpc"].index(r["side"]), order[r["lang"]], r["variant"], r["bytes"]))
     return rows
 
 
@@ -380,6 +395,17 @@ def table(rows, sizes, syscalls):
         for r in msg:
             x = f"{r['x_c']:.2f}" if r["x_c"] is not None else ""
             lines.append(f"| {r['lang']} | {r['variant']} | {r['median_mbps'] * 1e6 / 64:,.0f} | {x} |")
+    rpc = {}
+    for r in rows:
+        if r["side"] == "rpc":
+            rpc.setdefault((r["lang"], r["variant"]), {})[r["bytes"]] = r
+    if rpc:
+        lines += ["", "| request/response | variant | " + " | ".join(
+            f"{human(s)}: requests/s (MB/s)" for s in RPC_SIZES) + " |", "|---|"]
+        for (lang, v), per in rpc.items():
+            cells = [f"{per[s]['median_mbps'] * 1e6 / s:,.0f} ({fmt_mbps(per[s]['median_mbps'])})"
+                     if s in per else "" for s in RPC_SIZES]
+            lines.append(f"| {lang} | {v} | " + " | ".join(cells) + " |")
     # Fix the separator rows to the header's column count.
     fixed = []
     for i, l in enumerate(lines):
@@ -480,6 +506,13 @@ def targets(results, sizes, syscalls):
             break
         r = paired(results, (lang, NATIVE_MSG[lang], "msg"), (lang, FASTSOCK_MSG[lang], "msg"), msg_n)
         add(f"{lang} 64-byte recv: fastsock per-call cost / native", r, 1.25, le=True)
+    for lang in ("python", "ruby", "lua"):
+        for n in RPC_SIZES:
+            best = best_of(results, lang, RPC_IDIOMS[lang], "rpc", n)
+            if best:
+                add(f"{lang} request/response {human(n)}: fastsock recvall / best stdlib client ({best})",
+                    paired(results, (lang, "rpc_fastsock", "rpc"), (lang, best, "rpc"), n),
+                    1.5 if n >= MiB else 1.0)
     return "\n".join(lines)
 
 
@@ -554,7 +587,7 @@ def report(results, syscalls, sizes, rounds, out, full):
             f"rounds over loopback; (x C) = the median per-round ratio to the C limit of the same kind "
             f"(recv: recv(MSG_WAITALL) into a hot page-aligned buffer; send: send; sendfile: sendfile; "
             f"64-byte messages: recv of 64 bytes)")
-    md = head + "\n" + table(rows, sizes, syscalls) + "\n\n### Targets (issue 6)\n\n" + targets(results, sizes, syscalls) + "\n"
+    md = head + "\n" + table(rows, sizes, syscalls) + "\n\n### Targets (issues 6 and 18)\n\n" + targets(results, sizes, syscalls) + "\n"
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(md)
     write_csv(rows, os.path.join(out, "results.csv"))

@@ -215,23 +215,32 @@ static void serve_echo(int fd)
     }
 }
 
-/* A Redis-shaped peer: for each request line the client sends (anything up
- * to a newline), one RESP bulk string of len stream bytes, "$len\r\n" +
- * bytes + "\r\n", in one send. The protocol benchmarks' server. */
-static void serve_resp(int fd, const request *rq)
+/* A request/response peer: for each line the client sends (anything up to
+ * a newline), one reply in one send. resp: a RESP bulk string, "$len\r\n" +
+ * len stream bytes + "\r\n" (a Redis GET). lenprefix: an 8-byte big-endian
+ * length, then the len bytes (a length-prefixed RPC). The protocol
+ * benchmarks' servers. */
+static void serve_replies(int fd, const request *rq, int resp)
 {
     unsigned char unit[UNIT];
     fastsock_test_unit(rq->seed, unit);
-    char head[32];
-    int hlen = snprintf(head, sizeof head, "$%llu\r\n", (unsigned long long)rq->len);
-    size_t total = (size_t)hlen + rq->len + 2;
+    unsigned char head[32];
+    size_t hlen = 8;
+    if (resp) {
+        hlen = (size_t)snprintf((char *)head, sizeof head, "$%llu\r\n", (unsigned long long)rq->len);
+    } else {
+        for (int i = 0; i < 8; i++)
+            head[i] = (unsigned char)(rq->len >> (56 - 8 * i));
+    }
+    size_t total = hlen + rq->len + (resp ? 2 : 0);
     unsigned char *reply = malloc(total), buf[4096];
     if (reply == NULL)
         return;
-    memcpy(reply, head, (size_t)hlen);
+    memcpy(reply, head, hlen);
     for (uint64_t i = 0; i < rq->len; i++)
-        reply[(size_t)hlen + i] = unit[(rq->off + i) % UNIT];
-    memcpy(reply + total - 2, "\r\n", 2);
+        reply[hlen + i] = unit[(rq->off + i) % UNIT];
+    if (resp)
+        memcpy(reply + total - 2, "\r\n", 2);
     for (;;) {
         ssize_t r = recv(fd, buf, sizeof buf, 0);
         if (r < 0 && errno == EINTR)
@@ -313,8 +322,8 @@ static void *serve(void *arg)
             serve_sink(fd, &rq);
         else if (!strcmp(rq.mode, "echo"))
             serve_echo(fd);
-        else if (!strcmp(rq.mode, "resp"))
-            serve_resp(fd, &rq);
+        else if (!strcmp(rq.mode, "resp") || !strcmp(rq.mode, "lenprefix"))
+            serve_replies(fd, &rq, !strcmp(rq.mode, "resp"));
         else if (!strcmp(rq.mode, "quit"))
             exit(0);
         else

@@ -53,6 +53,24 @@ local function check(ok, err, partial)
   return ok
 end
 
+-- Requests per request/response measurement (bench/run.py's RPC_REQUESTS).
+local function rpc_requests(n)
+  return n <= 64 * 1024 and 10000 or math.max(16, (256 << 20) // n)
+end
+
+-- Request/response: "GET\n", then an 8-byte big-endian length and the body,
+-- with recv(s, k) reading exactly k bytes. Returns the first and the last
+-- body: equal, checked after the clock.
+local function rpc(s, n, recv)
+  local first, last
+  for _ = 1, rpc_requests(n) do
+    check(s:send("GET\n"))
+    last = recv(s, (string.unpack(">I8", recv(s, 8))))
+    first = first or last
+  end
+  return { first, last }
+end
+
 local VARIANTS = {
   { "receive", "recv", function(s, n) return check(s:receive(n)) end },
   { "receive_64k_concat", "recv", function(s, n)
@@ -82,6 +100,13 @@ local VARIANTS = {
       local got, recv_into = 0, fastsock.recv_into
       while got < n do got = got + check(recv_into(s, SMALL, 64)) end
     end },
+  { "rpc_receive", "rpc", function(s, n)
+      return rpc(s, n, function(c, k) return check(c:receive(k)) end)
+    end },
+  { "rpc_fastsock", "rpc", function(s, n)
+      local recvall = fastsock.recvall
+      return rpc(s, n, function(c, k) return check(recvall(c, k)) end)
+    end },
 }
 local by_name = {}
 for _, v in ipairs(VARIANTS) do by_name[v[1]] = v end
@@ -89,10 +114,11 @@ for _, v in ipairs(VARIANTS) do by_name[v[1]] = v end
 local function run(name, n)
   local v = assert(by_name[name], "no variant " .. name)
   local side, fn = v[2], v[3]
-  local s = connect(side == "send" and "sink seed=1 off=0\n" or ("gen len=" .. n .. " seed=1\n"))
+  local s = connect(side == "send" and "sink seed=1 off=0\n" or
+                    side == "rpc" and ("lenprefix len=" .. n .. " seed=1\n") or ("gen len=" .. n .. " seed=1\n"))
   -- The clock starts once data is there: the server's own set-up for a
   -- request is not the receiving side's cost.
-  if side ~= "send" then socket.select({ s }, nil) end
+  if side ~= "send" and side ~= "rpc" then socket.select({ s }, nil) end
   reset_peak()
   local before = status_kib("VmRSS:")
   local t0 = socket.gettime()
@@ -102,7 +128,9 @@ local function run(name, n)
   local added = status_kib("VmHWM:") - before
   s:close()
   local align = -1
-  if side == "recv" then
+  if side == "rpc" then
+    assert(#result[2] == n and result[1] == result[2], name .. ": the replies differ")
+  elseif side == "recv" then
     assert(#result >= n, name .. ": short result")
     -- fastsock buffers are their own mappings; Lua strings' offsets can't be seen.
     if result == REUSED then align = 0 end

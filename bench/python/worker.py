@@ -19,6 +19,11 @@ import fastsock
 CHUNK = 64 * 1024
 
 
+def rpc_requests(n):
+    """Requests per request/response measurement (bench/run.py's RPC_REQUESTS)."""
+    return 10000 if n <= 64 * 1024 else max(16, (256 << 20) // n)
+
+
 def status_kib(field):
     with open("/proc/self/status", "rb") as f:
         for line in f:
@@ -146,6 +151,42 @@ class Worker:
     def fastsock_sendfile(self, s, n):
         fastsock.sendfile(s, self.file, 0, n)
 
+    # ---- request/response: "GET\n", then an 8-byte length and the body ----
+    # Each returns (first body, last body): equal, checked after the clock.
+    def rpc_makefile(self, s, n):
+        f = s.makefile("rb")  # buffered: the header and the body's start in one recv
+        first = last = None
+        for _ in range(rpc_requests(n)):
+            s.sendall(b"GET\n")
+            size = int.from_bytes(f.read(8), "big")
+            last = f.read(size)
+            first = first or last
+        f.close()
+        return first, last
+
+    def rpc_recv_into(self, s, n):
+        head, hview = bytearray(8), None
+        hview = memoryview(head)
+        first = last = None
+        for _ in range(rpc_requests(n)):
+            s.sendall(b"GET\n")
+            got = 0
+            while got < 8:
+                got += s.recv_into(hview[got:], 8 - got)
+            size = int.from_bytes(head, "big")
+            last = self._recv_into_loop(s, bytearray(size), size)
+            first = first or last
+        return first, last
+
+    def rpc_fastsock(self, s, n):
+        recvall = fastsock.recvall
+        first = last = None
+        for _ in range(rpc_requests(n)):
+            s.sendall(b"GET\n")
+            last = recvall(s, int.from_bytes(recvall(s, 8), "big"))
+            first = first or last
+        return first, last
+
     # ---- 64-byte messages: per-call cost ---------------------------------
     def recv_into_64(self, s, n):
         buf, recv_into, got = self.small, s.recv_into, 0
@@ -166,12 +207,14 @@ class Worker:
         "sendall": "send", "memoryview_loop": "send", "socket_sendfile": "send",
         "fastsock_sendall": "send", "fastsock_sendfile": "send",
         "recv_into_64": "msg", "fastsock_recv_into_64": "msg",
+        "rpc_makefile": "rpc", "rpc_recv_into": "rpc", "rpc_fastsock": "rpc",
     }
 
     def run(self, name, n):
         side = self.VARIANTS[name]
         fn = getattr(self, name)
-        s = self.gen(n) if side != "send" else self.sink()
+        s = (self.sink() if side == "send" else
+             self.connect(f"lenprefix len={n} seed=1\n") if side == "rpc" else self.gen(n))
         try:
             reset_peak()
             before = status_kib(b"VmRSS:")
@@ -182,7 +225,11 @@ class Worker:
             dt = time.perf_counter() - t0
             added = status_kib(b"VmHWM:") - before
             align = -1
-            if side == "recv":
+            if side == "rpc":
+                first, last = result
+                if len(last) != n or first != last:
+                    raise RuntimeError(f"{name}: replies of {len(first)} and {len(last)} bytes differ")
+            elif side == "recv":
                 if len(result) < n:
                     raise RuntimeError(f"{name}: got {len(result)} of {n}")
                 if n > 0:

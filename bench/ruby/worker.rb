@@ -79,15 +79,46 @@ MSG = {
   end
 }.freeze
 
+# Requests per request/response measurement (bench/run.py's RPC_REQUESTS).
+def rpc_requests(n) = n <= 64 * 1024 ? 10_000 : [16, (256 << 20) / n].max
+
+# Request/response: "GET\n", then an 8-byte big-endian length and the body.
+# Each returns [first body, last body]: equal, checked after the clock.
+RPC = {
+  "rpc_read" => lambda do |s, n|
+    first = last = nil
+    rpc_requests(n).times do
+      s.write("GET\n")
+      last = s.read(s.read(8).unpack1("Q>"))
+      first ||= last
+    end
+    [first, last]
+  end,
+  "rpc_fastsock" => lambda do |s, n|
+    first = last = nil
+    rpc_requests(n).times do
+      s.write("GET\n")
+      last = Fastsock.recvall(s, Fastsock.recvall(s, 8).unpack1("Q>"))
+      first ||= last
+    end
+    [first, last]
+  end
+}.freeze
+
 def run(name, n)
   side, fn = if RECV.key?(name) then ["recv", RECV[name]]
              elsif SEND.key?(name) then ["send", SEND[name]]
+             elsif RPC.key?(name) then ["rpc", RPC[name]]
              else ["msg", MSG.fetch(name)]
              end
-  s = connect(side == "send" ? "sink seed=1 off=0\n" : "gen len=#{n} seed=1\n")
+  s = connect(case side
+              when "send" then "sink seed=1 off=0\n"
+              when "rpc" then "lenprefix len=#{n} seed=1\n"
+              else "gen len=#{n} seed=1\n"
+              end)
   # The clock starts once data is there: the server's own set-up for a
   # request is not the receiving side's cost.
-  IO.select([s]) unless side == "send"
+  IO.select([s]) unless %w[send rpc].include?(side)
   begin
     reset_peak
     before = status_kib("VmRSS:")
@@ -97,7 +128,11 @@ def run(name, n)
     dt = now - t0
     added = status_kib("VmHWM:") - before
     align = -1
-    if side == "recv"
+    if side == "rpc"
+      first, last = result
+      raise "#{name}: replies of #{first&.bytesize} and #{last&.bytesize} bytes differ" unless
+        last&.bytesize == n && first == last
+    elsif side == "recv"
       raise "#{name}: got #{result&.bytesize} of #{n}" unless result && result.bytesize >= n
 
       align = Fiddle::Pointer[result].to_i % 4096 if n.positive?
@@ -118,7 +153,7 @@ $stdin.each_line do |line|
   case cmd[0]
   when "list"
     puts [RECV.keys.map { "#{_1}:recv" }, SEND.keys.map { "#{_1}:send" },
-          MSG.keys.map { "#{_1}:msg" }].flatten.join(" ")
+          MSG.keys.map { "#{_1}:msg" }, RPC.keys.map { "#{_1}:rpc" }].flatten.join(" ")
   when "pid" then puts Process.pid
   when "run"
     begin
