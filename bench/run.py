@@ -306,6 +306,8 @@ def measure(workers, sizes, rounds, msg_bytes, only):
     for n, side in plan:
         todo = [(lang, v) for lang, w in workers.items() for v, s in w.variants.items()
                 if s == side and (not only or only in v or v in (C_RECV, C_SEND, C_SENDFILE, C_MSG))]
+        if not todo:
+            continue
         for lang, v in todo:  # warm-up: touches reused buffers, loads code
             workers[lang].run(v, n)
         for r in range(rounds):
@@ -506,6 +508,11 @@ def targets(results, sizes, syscalls):
             break
         r = paired(results, (lang, NATIVE_MSG[lang], "msg"), (lang, FASTSOCK_MSG[lang], "msg"), msg_n)
         add(f"{lang} 64-byte recv: fastsock per-call cost / native", r, 1.25, le=True)
+    for lang in ("python", "ruby"):
+        if msg_n is None:
+            break
+        r = paired(results, (lang, "recv_waitall_64", "msg"), (lang, "fastsock_recvall_64", "msg"), msg_n)
+        add(f"{lang} recvall of 64 bytes: fastsock per-call cost / recv(64, MSG_WAITALL)", r, 1.1, le=True)
     for lang in ("python", "ruby", "lua"):
         for n in RPC_SIZES:
             best = best_of(results, lang, RPC_IDIOMS[lang], "rpc", n)

@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 
 packages=(cmake make gcc swig python3-dev lua5.4 liblua5.4-dev lua-socket ruby ruby-dev
           valgrind gnuplot-nox strace clang libclang-rt-14-dev
-          # event loops: uvloop for Debian's python3, ruby-async, cqueues;
-          # lua-posix for the Lua benchmark's unbuffered baseline
-          python3-uvloop ruby-async ruby-async-io lua-cqueues lua-posix
+          # event loops: uvloop for Debian's python3, ruby-async, cqueues
+          # (lua-posix would give an unbuffered Lua baseline, but Debian 12's
+          # 33.4.0 ships modules for Lua 5.1-5.3 only)
+          python3-uvloop ruby-async ruby-async-io lua-cqueues
           # packaging: wheel and sdist offline, the gem, the rock, the docs
           python3-build python3-setuptools python3-wheel python3-venv python3-pip
           luarocks yard lua-ldoc)

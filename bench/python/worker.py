@@ -200,6 +200,19 @@ class Worker:
             got += recv_into(s, buf, 64)
         return None
 
+    # A length prefix or a small header: exactly 64 bytes, the data waiting.
+    def recv_waitall_64(self, s, n):
+        recv, got = s.recv, 0
+        while got < n:
+            got += len(recv(64, socket.MSG_WAITALL))
+        return None
+
+    def fastsock_recvall_64(self, s, n):
+        recvall, got = fastsock.recvall, 0
+        while got < n:
+            got += len(recvall(s, 64))
+        return None
+
     VARIANTS = {
         "join_64k": "recv", "bytearray_recv_into": "recv", "bytearray_recv_into_reused": "recv",
         "recv_waitall": "recv", "makefile_read": "recv", "fastsock_recvall": "recv",
@@ -207,6 +220,7 @@ class Worker:
         "sendall": "send", "memoryview_loop": "send", "socket_sendfile": "send",
         "fastsock_sendall": "send", "fastsock_sendfile": "send",
         "recv_into_64": "msg", "fastsock_recv_into_64": "msg",
+        "recv_waitall_64": "msg", "fastsock_recvall_64": "msg",
         "rpc_makefile": "rpc", "rpc_recv_into": "rpc", "rpc_fastsock": "rpc",
     }
 

@@ -76,6 +76,15 @@ MSG = {
   "fastsock_recv_into_64" => lambda do |s, n|
     got = 0
     got += Fastsock.recv_into(s, SMALL, 64) while got < n
+  end,
+  # A length prefix or a small header: exactly 64 bytes, the data waiting.
+  "recv_waitall_64" => lambda do |s, n|
+    got = 0
+    got += s.recv(64, Socket::MSG_WAITALL).bytesize while got < n
+  end,
+  "fastsock_recvall_64" => lambda do |s, n|
+    got = 0
+    got += Fastsock.recvall(s, 64).bytesize while got < n
   end
 }.freeze
 
