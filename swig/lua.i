@@ -8,7 +8,8 @@
  * ("numinputs > 1 not supported by this target language module"), while a
  * LuaSocket send needs data, i and j together to clamp like string.sub and to
  * answer with the last index sent; results are LuaSocket's `nil, err,
- * partial` triples built from the ctl after the call; the socket, file
+ * partial` triples built from the ctl after the call; sendallv's pieces
+ * are a table of strings, buffers and {data, i, j} ranges; the socket, file
  * and buffer arguments are foreign userdata that SWIG_ConvertPtr crashes on;
  * and under a coroutine scheduler the calls yield, through Lua 5.4's
  * continuations (lua_callk), which SWIG's wrappers don't use.
@@ -43,6 +44,11 @@
 %native(sender) int fastsock_lua_sender(lua_State *L);
 %native(setwaiter) int fastsock_lua_setwaiter(lua_State *L);
 %native(monotime) int fastsock_lua_monotime(lua_State *L);
+%native(sendallv) int fastsock_lua_sendallv(lua_State *L);
+%native(recvfile) int fastsock_lua_recvfile(lua_State *L);
+%native(reader) int fastsock_lua_reader(lua_State *L);
+%native(find) int fastsock_lua_find(lua_State *L);
+%native(split) int fastsock_lua_split(lua_State *L);
 
 %init %{
   fastsock_lua_open(L);

@@ -12,6 +12,7 @@
  *   lua_buffer.c     fastsock.buffer, and pinning it while a transfer uses it
  *   lua_calls.c      recvall, recvall_into, recv_into, send, sendall, sendfile
  *   lua_xfer.c       fastsock.receiver / fastsock.sender: progressive transfers
+ *   lua_protocol.c   sendallv, recvfile, fastsock.reader, find and split
  *   lua_scheduler.c  waiting without blocking: cqueues, setwaiter, continuations
  */
 #ifndef FASTSOCK_LUA_H
@@ -37,12 +38,18 @@ int fastsock_lua_receiver(lua_State *L);
 int fastsock_lua_sender(lua_State *L);
 int fastsock_lua_setwaiter(lua_State *L);
 int fastsock_lua_monotime(lua_State *L);
+int fastsock_lua_sendallv(lua_State *L);
+int fastsock_lua_recvfile(lua_State *L);
+int fastsock_lua_reader(lua_State *L);
+int fastsock_lua_find(lua_State *L);
+int fastsock_lua_split(lua_State *L);
 
 /* Creates the metatables; called once from luaopen_fastsock. */
 void fastsock_lua_open(lua_State *L);
 void fastsock_lua_open_buffer(lua_State *L);
 void fastsock_lua_open_scheduler(lua_State *L);
 void fastsock_lua_open_xfer(lua_State *L);
+void fastsock_lua_open_protocol(lua_State *L);
 
 /* ---- lua_buffer.c ----------------------------------------------------------- */
 
@@ -133,6 +140,16 @@ void fastsock_lua_check_range(lua_State *L, fastsock_result rc, int start_arg, i
 int fastsock_lua_nomem(lua_State *L, const char *fn, lua_Integer n, int err);
 
 /* ---- lua_calls.c -------------------------------------------------------------- */
+
+/* A blocking call's ctl, whose interrupt hook stops the transfer when the
+ * interpreter asks for control (Ctrl-C in lua.c). */
+typedef struct fastsock_lua_call {
+    fastsock_ctl ctl;
+    lua_State *L;
+    lua_Hook hook;
+    int hookmask;
+} fastsock_lua_call;
+void fastsock_lua_call_init(fastsock_lua_call *c, lua_State *L, int64_t timeout_ms);
 
 /* Pushes a copy of p[0, n) as a string, with huge-page advice for large ones. */
 void fastsock_lua_push_bytes(lua_State *L, const char *p, size_t n);

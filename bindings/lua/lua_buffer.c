@@ -173,11 +173,23 @@ fastsock_lua_buf *fastsock_lua_check_buffer(lua_State *L, int idx)
     return b;
 }
 
-/*** A new zeroed mutable buffer of size bytes.
+/*** A new mutable buffer: of size bytes, zeroed; or holding a copy of a
+ * string (data to find and split in, or to send from and receive into).
  * @function buffer
+ * @param size_or_string an integer, or a string to copy
  * @return a `fastsock.buffer` */
 int fastsock_lua_buffer(lua_State *L)
 {
+    if (lua_type(L, 1) == LUA_TSTRING) {
+        size_t len;
+        const char *s = lua_tolstring(L, 1, &len);
+        fastsock_lua_buf *b = fastsock_lua_buffer_push(L, len, 1);
+        if (b == NULL)
+            return fastsock_lua_nomem(L, "buffer", (lua_Integer)len, errno);
+        if (len > 0)
+            memcpy(b->data, s, len);
+        return 1;
+    }
     lua_Integer size = luaL_checkinteger(L, 1);
     luaL_argcheck(L, size >= 0, 1, "negative size");
     if (fastsock_lua_buffer_push(L, (size_t)size, 1) == NULL)

@@ -23,12 +23,7 @@
 
 #define HUGE_PAGE ((size_t)2 * 1024 * 1024)
 
-typedef struct call {
-    fastsock_ctl ctl;
-    lua_State *L;
-    lua_Hook hook;
-    int hookmask;
-} call;
+typedef fastsock_lua_call call;
 
 /* lua.c answers Ctrl-C by installing a hook from its signal handler, to raise
  * "interrupted!" at the next instruction. A hook that changed during the
@@ -42,7 +37,7 @@ static int on_interrupt(void *arg)
     return 0;
 }
 
-static void call_init(call *c, lua_State *L, int64_t timeout_ms)
+void fastsock_lua_call_init(fastsock_lua_call *c, lua_State *L, int64_t timeout_ms)
 {
     fastsock_ctl init = FASTSOCK_CTL_INIT;
     c->ctl = init;
@@ -121,7 +116,7 @@ int fastsock_lua_recvall(lua_State *L)
         return fastsock_lua_recvall_stepped(L, fd, n, timeout_ms, mode);
     }
     call c;
-    call_init(&c, L, timeout_ms);
+    fastsock_lua_call_init(&c, L, timeout_ms);
     /* Lua 5.4 can't hand out a string to be filled, so the bytes land in a
      * scratch buffer and are copied once into the result (the contract's
      * one unavoidable copy); the scratch goes at once, not at the next GC. */
@@ -158,7 +153,7 @@ int fastsock_lua_recvall_into(lua_State *L)
         return fastsock_lua_recvall_into_stepped(L, fd, 2, offset, count, timeout_ms, mode);
     }
     call c;
-    call_init(&c, L, timeout_ms);
+    fastsock_lua_call_init(&c, L, timeout_ms);
     fastsock_result rc = fastsock_recvall(fd, b->data, b->len, offset, count, &c.ctl);
     fastsock_lua_check_range(L, rc, 4, 3);
     if (rc >= 0) {
@@ -224,7 +219,7 @@ static int recv_into_k(lua_State *L, int status, lua_KContext ctx)
         if (ctx == 0)
             fastsock_lua_check_unclaimed(L, fd, FASTSOCK_WANT_READ, 1);
         call c;
-        call_init(&c, L, 0); /* a try; the waits are below */
+        fastsock_lua_call_init(&c, L, 0); /* a try; the waits are below */
         fastsock_result rc = fastsock_recv(fd, b->data, b->len, offset, count, 0, &c.ctl);
         if (rc == -EAGAIN && timeout_ms != 0) {
             enum fastsock_lua_waitmode mode;
@@ -281,7 +276,7 @@ static int send_k(lua_State *L, int status, lua_KContext ctx)
         if (ctx == 0)
             fastsock_lua_check_unclaimed(L, fd, FASTSOCK_WANT_WRITE, 1);
         call c;
-        call_init(&c, L, 0);
+        fastsock_lua_call_init(&c, L, 0);
         fastsock_result rc = fastsock_send(fd, data, len, offset, count, &c.ctl);
         if (rc == -EAGAIN && timeout_ms != 0) {
             enum fastsock_lua_waitmode mode;
@@ -337,7 +332,7 @@ int fastsock_lua_sendall(lua_State *L)
         return fastsock_lua_sendall_stepped(L, fd, 2, start, offset, count, timeout_ms, mode);
     }
     call c;
-    call_init(&c, L, timeout_ms);
+    fastsock_lua_call_init(&c, L, timeout_ms);
     fastsock_result rc = fastsock_sendall(fd, data, len, offset, count, &c.ctl);
     if (rc >= 0) {
         lua_pushinteger(L, start - 1 + rc);
@@ -371,7 +366,7 @@ int fastsock_lua_sendfile(lua_State *L)
         return fastsock_lua_sendfile_stepped(L, sock, &f, (int64_t)offset, count, timeout_ms, mode);
     }
     call c;
-    call_init(&c, L, timeout_ms);
+    fastsock_lua_call_init(&c, L, timeout_ms);
     if (fastsock_lua_file_open(&f) < 0) {
         lua_pushnil(L);
         lua_pushfstring(L, "%s: %s", f.path, strerror(errno));
@@ -392,4 +387,5 @@ void fastsock_lua_open(lua_State *L)
     fastsock_lua_open_buffer(L);
     fastsock_lua_open_scheduler(L);
     fastsock_lua_open_xfer(L);
+    fastsock_lua_open_protocol(L);
 }

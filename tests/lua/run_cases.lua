@@ -24,16 +24,22 @@ end
 
 local KEYS = set { "op", "req", "sock", "n", "bufsize", "offset", "count", "datalen", "file",
                    "timeout", "expect", "result", "result_max", "moved", "moved_min", "cycles_max",
-                   "budget", "steps_min" }
+                   "budget", "steps_min", "pieces", "delim", "max", "repeat", "then", "hay",
+                   "needle", "sep", "from" }
 local NUMERIC = set { "n", "bufsize", "offset", "count", "datalen", "timeout", "result",
-                      "result_max", "moved", "moved_min", "cycles_max", "budget", "steps_min" }
+                      "result_max", "moved", "moved_min", "cycles_max", "budget", "steps_min",
+                      "max", "repeat", "then", "from" }
 local OPS = set { "recvall", "recvall_into", "recv_into", "send", "sendall", "sendfile",
-                  "recv_steps", "recv_steps_into", "send_steps", "sendfile_steps" }
+                  "recv_steps", "recv_steps_into", "send_steps", "sendfile_steps",
+                  "sendallv", "recvfile", "readuntil", "find", "split" }
+-- The protocol round's ops: run by run_more.
+local MORE = set { "sendallv", "recvfile", "readuntil", "find", "split" }
+local SEARCH = set { "find", "split" }
 -- A progressive op is checked as the blocking call it does step by step.
 local BLOCKING_OF = { recv_steps = "recvall", recv_steps_into = "recvall_into",
                       send_steps = "sendall", sendfile_steps = "sendfile" }
 local EXPECTS = set { "ok", "closed", "timeout", "reset", "peer_gone", "badarg", "badsock",
-                      "nomem", "wouldblock" }
+                      "nomem", "wouldblock", "toolong", "badfile" }
 local SOCKS = set { "fd", "int", "notsock", "closed" }
 
 -- One line of the case file: nil for blank lines and comments, else the case.
@@ -61,10 +67,38 @@ local function parse_line(line)
   end
   if not (c.op and OPS[c.op]) then error(c.name .. ": missing or unknown op", 0) end
   if not (c.expect and EXPECTS[c.expect]) then error(c.name .. ": missing or unknown expect", 0) end
-  if not c.req then error(c.name .. ": missing req", 0) end
+  if SEARCH[c.op] then
+    if c.req then error(c.name .. ": find and split make no connection", 0) end
+  elseif not c.req then
+    error(c.name .. ": missing req", 0)
+  end
   if c.sock and not SOCKS[c.sock] then error(c.name .. ": unknown sock " .. c.sock, 0) end
-  if c.file and not (c.file == "empty" or c.file:match("^regular:%d+$") or c.file:match("^pipe:%d+$")) then
+  if c.op == "recvfile" then
+    if not (c.file and (c.file == "empty" or c.file == "pipe" or c.file:match("^regular:%d+$")
+                        or c.file:match("^append:%d+$") or c.file:match("^readonly:%d+$"))) then
+      error(c.name .. ": unknown or missing recvfile file " .. tostring(c.file), 0)
+    end
+    if not c.n then error(c.name .. ": recvfile without n", 0) end
+  elseif c.file and not (c.file == "empty" or c.file:match("^regular:%d+$") or c.file:match("^pipe:%d+$")) then
     error(c.name .. ": unknown file " .. c.file, 0)
+  end
+  if c.op == "sendallv" and not (c.pieces and (c.pieces == "none"
+      or c.pieces:match("^[%dx*:]+$"))) then
+    error(c.name .. ": bad or missing pieces " .. tostring(c.pieces), 0)
+  end
+  for _, key in ipairs { "delim", "needle", "sep" } do
+    if c[key] and c[key] ~= "empty" and not (c[key]:match("^%x+$") and #c[key] % 2 == 0) then
+      error(c.name .. ": " .. key .. " is not hex or empty: " .. c[key], 0)
+    end
+  end
+  if c.hay and not (c.hay == "empty" or c.hay:match("^stream:%d+:%d+$") or c.hay:match("^hex:%x*$")) then
+    error(c.name .. ": unknown hay " .. c.hay, 0)
+  end
+  if c.op == "readuntil" and not (c.delim and c.max) then
+    error(c.name .. ": readuntil needs delim and max", 0)
+  end
+  if SEARCH[c.op] and not (c.hay and (c.needle or c.sep)) then
+    error(c.name .. ": " .. c.op .. " needs hay and " .. (c.op == "find" and "needle" or "sep"), 0)
   end
   if (c.op == "sendfile" or c.op == "sendfile_steps") and not c.file then
     error(c.name .. ": sendfile without file", 0)
@@ -150,7 +184,10 @@ local function drive_steps(c, conn, make)
   end
 end
 
+local run_more
+
 local function run_case(server, c)
+  if MORE[c.op] then return run_more(server, c) end
   local blocking_op = BLOCKING_OF[c.op]
   c = setmetatable({ op = blocking_op or c.op }, { __index = c })
   local seed, off = common.req_value(c.req, "seed"), common.req_value(c.req, "off")
@@ -351,6 +388,305 @@ local function run_case(server, c)
     local pos = file:seek("cur")
     if pos ~= (c.offset or 0) + moved then
       return finish(string.format("file position %s, expected %d", pos, (c.offset or 0) + moved))
+    end
+  end
+  return finish(nil)
+end
+
+-- ---- sendallv, recvfile, readuntil, find and split ------------------------------------
+
+local function unhex(spec)
+  if spec == "empty" then return "" end
+  return (spec:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+local function make_hay(spec)
+  if spec == "empty" then return "" end
+  local len, seed = spec:match("^stream:(%d+):(%d+)$")
+  if len then return common.stream(math.tointeger(tonumber(seed)), 0, math.tointeger(tonumber(len))) end
+  return unhex(spec:match("^hex:(.*)$"))
+end
+
+-- The answer of a call that failed (nil, err, partial) as a case's kind.
+local function failure_kind(c, err)
+  if err == "closed" then return "closed" end
+  if err == "timeout" then return c.timeout == 0 and "wouldblock" or "timeout" end
+  if err == "too long" then return "toolong" end
+  if err == "file not open for writing" then return "badfile" end
+  if err == "Connection reset by peer" then return "reset" end
+  if err == "Broken pipe" then return "peer_gone" end
+  return "error: " .. tostring(err)
+end
+
+-- expect, result, moved and moved_min against what a call did.
+local function check_outcome(c, kind, result, moved)
+  if not kind_matches(c.expect, kind) then
+    return string.format("expected %s, got %s", c.expect, kind)
+  end
+  if c.expect == "ok" then
+    if c.result and result ~= c.result then
+      return string.format("result %s, expected %s", tostring(result), c.result)
+    end
+  else
+    if c.moved and moved ~= c.moved then
+      return string.format("moved %s, expected %s", tostring(moved), c.moved)
+    end
+    if c.moved_min and moved < c.moved_min then
+      return string.format("moved %s, expected at least %s", tostring(moved), c.moved_min)
+    end
+  end
+  return nil
+end
+
+-- find and split, over a string and over a buffer holding the same bytes:
+-- both must answer alike.
+local function run_search(c)
+  local hay = make_hay(c.hay)
+  local buf = fastsock.buffer(hay)
+  local needle = unhex(c.op == "find" and c.needle or c.sep)
+  local init = (c.from or 0) + 1 -- the case's 0-based from, as Lua's init
+  local on_string, on_buffer
+  if c.op == "find" then
+    on_string = table.pack(pcall(fastsock.find, hay, needle, c.from and init))
+    on_buffer = table.pack(pcall(buf.find, buf, needle, c.from and init))
+  else
+    on_string = table.pack(pcall(fastsock.split, hay, needle))
+    on_buffer = table.pack(pcall(buf.split, buf, needle))
+  end
+  buf:close()
+  if on_string[1] ~= on_buffer[1] then return "the string and the buffer forms disagree" end
+  if not on_string[1] then
+    local kind = raised_kind(tostring(on_string[2]))
+    if kind ~= raised_kind(tostring(on_buffer[2])) then return "the two forms raise differently" end
+    return check_outcome(c, kind, nil, 0)
+  end
+  local result
+  if c.op == "find" then
+    local i, j = on_string[2], on_string[3]
+    if i ~= on_buffer[2] or j ~= on_buffer[3] then
+      return string.format("string: %s, buffer: %s", tostring(i), tostring(on_buffer[2]))
+    end
+    if i == nil then
+      result = -1
+    else
+      if not (is_integer(i) and is_integer(j)) then return "find did not return integers" end
+      if j ~= i + #needle - 1 or hay:sub(i, j) ~= needle then
+        return string.format("no needle at %d..%d", i, j)
+      end
+      if hay:find(needle, init, true) ~= i then return "string.find finds it elsewhere" end
+      result = i - 1
+    end
+  else
+    local t, u = on_string[2], on_buffer[2]
+    if type(t) ~= "table" or #t % 2 ~= 0 or #t ~= #u then return "split's table is malformed" end
+    local fields = {}
+    for k = 1, #t, 2 do
+      if t[k] ~= u[k] or t[k + 1] ~= u[k + 1] then return "the two forms' positions differ" end
+      if not (is_integer(t[k]) and is_integer(t[k + 1])) then return "positions are no integers" end
+      fields[#fields + 1] = hay:sub(t[k], t[k + 1])
+    end
+    if table.concat(fields, needle) ~= hay then return "the fields joined with sep differ from the hay" end
+    result = #t // 2
+  end
+  return check_outcome(c, "ok", result, result)
+end
+
+-- pieces=64:16777216:2, LEN*K, none, x: consecutive stream bytes from 0, as
+-- strings, buffers and {data, i, j} ranges in turn (large ones as ranges
+-- of the one string: no copy); x is true, no buffer.
+local function make_pieces(spec, seed)
+  local lens = {}
+  if spec ~= "none" then
+    for tok in spec:gmatch("[^:]+") do
+      if tok == "x" then
+        lens[#lens + 1] = "x"
+      else
+        local len, times = tok:match("^(%d+)%*(%d+)$")
+        len, times = math.tointeger(tonumber(len or tok)), math.tointeger(tonumber(times or 1))
+        for _ = 1, times do lens[#lens + 1] = len end
+      end
+    end
+  end
+  local total = 0
+  for _, len in ipairs(lens) do total = total + (len == "x" and 0 or len) end
+  local data = common.stream(seed, 0, total)
+  local pieces, at, buffers = {}, 0, {}
+  for k, len in ipairs(lens) do
+    if len == "x" then
+      pieces[k] = true
+    elseif len > 65536 or k % 3 == 1 then
+      pieces[k] = { data, at + 1, at + len }
+    elseif k % 3 == 2 then
+      pieces[k] = data:sub(at + 1, at + len)
+    else
+      pieces[k] = fastsock.buffer(data:sub(at + 1, at + len))
+      buffers[#buffers + 1] = pieces[k]
+    end
+    at = at + (len == "x" and 0 or len)
+  end
+  return pieces, buffers
+end
+
+-- A temporary file for recvfile, opened as the case's file says, with the
+-- LEN bytes of 0xA5 it starts with. A pipe is `cat` into the file.
+local function recvfile_target(spec)
+  local path = os.tmpname()
+  if spec == "pipe" then
+    return assert(io.popen("cat > " .. path, "w")), path, 0
+  end
+  local kind, len = spec:match("^(%a+):(%d+)$")
+  len = math.tointeger(tonumber(len)) or 0
+  local w = assert(io.open(path, "wb"))
+  w:write(string.rep("\xA5", len))
+  w:close()
+  local mode = ({ append = "ab", readonly = "rb" })[kind] or "r+b"
+  return assert(io.open(path, mode)), path, len
+end
+
+function run_more(server, c)
+  if SEARCH[c.op] then return run_search(c) end
+  local seed, off = common.req_value(c.req, "seed"), common.req_value(c.req, "off")
+  local cleanup = {}
+  local function finish(why)
+    for k = #cleanup, 1, -1 do cleanup[k]() end
+    return why
+  end
+  local pieces, buffers
+  if c.op == "sendallv" then pieces, buffers = make_pieces(c.pieces, seed) end
+  local file, path, prefill
+  if c.op == "recvfile" then
+    file, path, prefill = recvfile_target(c.file)
+    cleanup[#cleanup + 1] = function()
+      if io.type(file) == "file" then file:close() end
+      os.remove(path)
+    end
+  end
+  local conn = common.request(server, c.req)
+  cleanup[#cleanup + 1] = function() conn:close() end
+  local target
+  if (c.sock or "fd") == "fd" then
+    target = conn
+  elseif c.sock == "int" then
+    target = math.tointeger(conn:getfd())
+  elseif c.sock == "notsock" then
+    target = io.tmpfile()
+    cleanup[#cleanup + 1] = function() target:close() end
+  else
+    target = socket.tcp()
+    target:close()
+  end
+  local refused = c.expect == "badarg" or c.expect == "badsock" or c.expect == "badfile"
+  local kind, result, moved, why
+  local consumed = 0 -- stream bytes the checks have seen
+
+  if c.op == "sendallv" then
+    local r = table.pack(pcall(fastsock.sendallv, target, pieces, c.timeout))
+    for _, b in ipairs(buffers) do b:close() end
+    if not r[1] then
+      kind, moved = raised_kind(tostring(r[2])), 0
+    elseif r[2] == nil then
+      kind, moved = failure_kind(c, r[3]), r[4]
+      if not is_integer(moved) then return finish("the count is no integer: " .. tostring(moved)) end
+    else
+      kind, result, moved = "ok", r[2], r[2]
+      if not is_integer(result) then return finish("returned " .. tostring(result)) end
+    end
+    why = check_outcome(c, kind, result, moved)
+    if why then return finish(why) end
+    if c.expect ~= "peer_gone" then
+      local got, match = common.sink_answer(conn)
+      if got == nil then return finish("no answer from the sink") end
+      if got ~= moved or match ~= got then
+        return finish(string.format("sink got %d (matching %d), the call reported %d", got, match, moved))
+      end
+    end
+    return finish(nil)
+  end
+
+  if c.op == "recvfile" then
+    local r = table.pack(pcall(fastsock.recvfile, target, file, c.n, c.offset, c.timeout))
+    if not r[1] then
+      kind, moved = raised_kind(tostring(r[2])), 0
+    elseif r[2] == nil then
+      kind, moved = failure_kind(c, r[3]), r[4]
+      if not is_integer(moved) then return finish("the count is no integer: " .. tostring(moved)) end
+    else
+      kind, result, moved = "ok", r[2], r[2]
+      if not is_integer(result) then return finish("returned " .. tostring(result)) end
+    end
+    why = check_outcome(c, kind, result, moved)
+    if why then return finish(why) end
+    local at = c.file:match("^append:") and prefill or (c.offset or 0)
+    if c.file == "pipe" then
+      file:close() -- waits for cat, which has written everything
+      at = 0
+    elseif r[1] and not refused then
+      local pos = file:seek("cur")
+      if pos ~= at + moved then
+        return finish(string.format("file position %s, expected %d", tostring(pos), at + moved))
+      end
+    end
+    local got = assert(io.open(path, "rb")):read("a")
+    local want_len = math.max(prefill, at + moved)
+    if not refused and #got ~= want_len then
+      return finish(string.format("the file holds %d bytes, expected %d", #got, want_len))
+    end
+    if got:sub(at + 1, at + moved) ~= common.stream(seed, off, moved) then
+      return finish("the file's bytes differ from the stream")
+    end
+    if not refused and (got:sub(1, at) ~= string.rep("\xA5", at)
+        or got:sub(at + moved + 1) ~= string.rep("\xA5", #got - at - moved)) then
+      return finish(string.format("a byte of the file outside [%d, %d) was written", at, at + moved))
+    end
+    consumed = moved
+  else -- readuntil
+    local delim, total = unhex(c.delim), 0
+    local made, reader = pcall(fastsock.reader, target)
+    local r
+    if not made then
+      r = { false, reader, n = 2 }
+    else
+      cleanup[#cleanup + 1] = function() reader:close() end
+      for line_no = 1, c["repeat"] or 1 do
+        r = table.pack(pcall(reader.readuntil, reader, delim, c.max, c.timeout))
+        if not r[1] then break end
+        local line = r[2] == nil and r[4] or r[2]
+        if type(line) ~= "string" then return finish("line " .. line_no .. " is no string") end
+        if line ~= common.stream(seed, off + total, #line) then
+          return finish("line " .. line_no .. " differs from the stream")
+        end
+        if r[2] ~= nil and line:sub(-#delim) ~= delim then
+          return finish("line " .. line_no .. " does not end with the delimiter")
+        end
+        total = total + #line
+        if r[2] == nil then break end
+      end
+    end
+    if not r[1] then
+      kind, moved = raised_kind(tostring(r[2])), 0
+    elseif r[2] == nil then
+      kind, moved = failure_kind(c, r[3]), total
+    else
+      kind, result, moved = "ok", total, total
+    end
+    why = check_outcome(c, kind, result, moved)
+    if why then return finish(why) end
+    if c["then"] and c["then"] > 0 then
+      local body, err = reader:recvall(c["then"])
+      if body ~= common.stream(seed, off + total, c["then"]) then
+        return finish(string.format("the %d bytes after the line(s) differ from the stream (%s)",
+                                    c["then"], tostring(err)))
+      end
+    end
+    consumed = total + (c["then"] or 0)
+  end
+  if refused and moved ~= 0 then
+    return finish(string.format("refused, yet %d bytes moved", moved))
+  end
+  if refused then
+    local first = conn:receive(1)
+    if first ~= common.stream(seed, off + consumed, 1) then
+      return finish("a refused call consumed data")
     end
   end
   return finish(nil)
