@@ -75,6 +75,8 @@ def rpc_requests(n):
 def kind_of(variant, side):
     if side == "rpc":
         return None
+    if side == "send16k":
+        side = "send"
     if side == "msg":
         return C_MSG
     if side == "recv":
@@ -301,11 +303,17 @@ def socket_quit(port):
 def measure(workers, sizes, rounds, msg_bytes, only):
     """{(lang, variant, side, n): {"mbps": [...], "rss": [...], "align": a, "ratio": [...]}}"""
     results = {}
-    plan = ([(size, side) for size in sizes for side in ("recv", "send")] + [(msg_bytes, "msg")]
+    # send16k: the send variants again, into a sink that reads 16 KiB a call
+    # as many servers do (issue 18), from 1 MiB on.
+    plan = ([(size, side) for size in sizes for side in ("recv", "send")]
+            + [(size, "send16k") for size in sizes if size >= MiB] + [(msg_bytes, "msg")]
             + [(size, "rpc") for size in RPC_SIZES])
     for n, side in plan:
+        of_side = "send" if side == "send16k" else side
+        for w in workers.values():
+            w.ask("sink step=16384" if side == "send16k" else "sink")
         todo = [(lang, v) for lang, w in workers.items() for v, s in w.variants.items()
-                if s == side and (not only or only in v or v in (C_RECV, C_SEND, C_SENDFILE, C_MSG))]
+                if s == of_side and (not only or only in v or v in (C_RECV, C_SEND, C_SENDFILE, C_MSG))]
         if not todo:
             continue
         for lang, v in todo:  # warm-up: touches reused buffers, loads code
@@ -353,7 +361,7 @@ def summarize(results):
             "rss_x": rss, "page_offset": rec["align"],
         })
     order = {l: i for i, l in enumerate(LANGS)}
-    rows.sort(key=lambda r: (["recv", "send", "msg", "rpc"].index(r["side"]), order[r["lang"]], r["variant"], r["bytes"]))
+    rows.sort(key=lambda r: (["recv", "send", "send16k", "msg", "rpc"].index(r["side"]), order[r["lang"]], r["variant"], r["bytes"]))
     return rows
 
 
@@ -368,7 +376,9 @@ def table(rows, sizes, syscalls):
     by = {}
     for r in rows:
         by.setdefault((r["side"], r["lang"], r["variant"]), {})[r["bytes"]] = r
-    for side in ("recv", "send"):
+    for side in ("recv", "send", "send16k"):
+        if not any(r["side"] == side for r in rows):
+            continue
         head = f"| {side} | variant | " + " | ".join(f"{human(s)} MB/s (x C)" for s in sizes)
         head += f" | peak RSS / payload at {human(big)} | page offset"
         if syscalls and side == "recv":
@@ -483,6 +493,19 @@ def targets(results, sizes, syscalls):
         for lang in LANGS:
             add(f"{lang} fastsock_sendfile {human(n)} / C sendfile",
                 paired(results, (lang, "fastsock_sendfile", "send"), ("c", C_SENDFILE, "send"), n), 0.95)
+    # Issue 18: sends never behind, into the 1 MiB sink and the 16 KiB reader.
+    own_send = {"python": "sendall", "ruby": "write", "lua": "send"}
+    for side in ("send", "send16k"):
+        for n in sorted(s for s in sizes if s >= MiB):
+            for lang, own in own_send.items():
+                add(f"{lang} fastsock_sendall {human(n)} / its own {own} ({side})",
+                    paired(results, (lang, "fastsock_sendall", side), (lang, own, side), n), 0.97)
+            if side == "send16k":
+                for lang in LANGS:
+                    add(f"{lang} fastsock_sendall {human(n)} / C send (send16k)",
+                        paired(results, (lang, "fastsock_sendall", side), ("c", C_SEND, side), n), 0.95)
+                    add(f"{lang} fastsock_sendfile {human(n)} / C sendfile (send16k)",
+                        paired(results, (lang, "fastsock_sendfile", side), ("c", C_SENDFILE, side), n), 0.95)
     for lang in ("python", "ruby"):
         rec = results.get((lang, "fastsock_recvall", "recv", big))
         if rec:

@@ -33,6 +33,7 @@ typedef struct request {
     int64_t close_at, reset_at, stall_at; /* -1: not set */
     int64_t stall_ms, pause_ms;
     uint64_t trickle_chunk, trickle_ms;
+    uint64_t step; /* sink: bytes one recv takes at most (0: 1 MiB) */
 } request;
 
 static atomic_int active_connections;
@@ -167,7 +168,7 @@ static void serve_sink(int fd, const request *rq)
     uint64_t got = 0, match = 0;
     int matching = 1;
     for (;;) {
-        size_t want = BUF;
+        size_t want = rq->step && rq->step < BUF ? (size_t)rq->step : BUF;
         if (rq->reset_at >= 0 && (uint64_t)rq->reset_at - got < want)
             want = (size_t)((uint64_t)rq->reset_at - got);
         if (want == 0) {
@@ -279,6 +280,7 @@ static int parse_request(char *line, request *rq)
         else if (!strcmp(key, "stall")) rq->stall_at = (int64_t)v;
         else if (!strcmp(key, "stall_ms")) rq->stall_ms = (int64_t)v;
         else if (!strcmp(key, "pause_ms")) rq->pause_ms = (int64_t)v;
+        else if (!strcmp(key, "step")) rq->step = v;
         else if (!strcmp(key, "trickle")) {
             char *colon = strchr(val, ':');
             if (colon == NULL)

@@ -271,7 +271,16 @@ static void fastsock_recv_64(size_t n)
     close(fd);
 }
 
-static int open_sink(void) { return dial("sink seed=1 off=0\n"); }
+/* What the driver's "sink OPTIONS" command set: more of the sink's request
+ * (step=16384, a reader that takes 16 KiB a call). */
+static char sink_extra[128];
+
+static int open_sink(void)
+{
+    char req[192];
+    snprintf(req, sizeof req, "sink seed=1 off=0%s%s\n", sink_extra[0] ? " " : "", sink_extra);
+    return dial(req);
+}
 
 static void c_send(size_t n)
 {
@@ -434,6 +443,11 @@ static int worker(size_t max)
             break;
         if (!strcmp(cmd, "pid")) {
             printf("%ld\n", (long)getpid());
+        } else if (!strcmp(cmd, "sink")) {
+            const char *rest = line + strlen("sink");
+            rest += strspn(rest, " ");
+            snprintf(sink_extra, sizeof sink_extra, "%.*s", (int)strcspn(rest, "\n"), rest);
+            printf("ok\n");
         } else if (!strcmp(cmd, "list")) {
             for (size_t v = 0; v < NVARIANTS; v++)
                 printf("%s%s:%s", v ? " " : "", variants[v].name, variants[v].side);

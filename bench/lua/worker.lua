@@ -111,10 +111,14 @@ local VARIANTS = {
 local by_name = {}
 for _, v in ipairs(VARIANTS) do by_name[v[1]] = v end
 
+-- More of the sink's request, set by the driver's "sink OPTIONS"
+-- (step=16384: a reader that takes 16 KiB a call).
+local sink_extra = ""
+
 local function run(name, n)
   local v = assert(by_name[name], "no variant " .. name)
   local side, fn = v[2], v[3]
-  local s = connect(side == "send" and "sink seed=1 off=0\n" or
+  local s = connect(side == "send" and ("sink seed=1 off=0 " .. sink_extra .. "\n") or
                     side == "rpc" and ("lenprefix len=" .. n .. " seed=1\n") or ("gen len=" .. n .. " seed=1\n"))
   -- The clock starts once data is there: the server's own set-up for a
   -- request is not the receiving side's cost.
@@ -148,6 +152,9 @@ for line in io.lines() do
     local names = {}
     for _, v in ipairs(VARIANTS) do names[#names + 1] = v[1] .. ":" .. v[2] end
     print(table.concat(names, " "))
+  elseif cmd[1] == "sink" then
+    sink_extra = table.concat(cmd, " ", 2)
+    print("ok")
   elseif cmd[1] == "pid" then
     local stat = assert(io.open("/proc/self/stat")):read("l")
     print(stat:match("^(%d+)"))

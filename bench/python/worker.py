@@ -69,8 +69,12 @@ class Worker:
         select.select([s], [], [])
         return s
 
+    # More of the sink's request, set by the driver's "sink OPTIONS"
+    # (step=16384: a reader that takes 16 KiB a call).
+    sink_extra = ""
+
     def sink(self):
-        return self.connect("sink seed=1 off=0\n")
+        return self.connect(f"sink seed=1 off=0 {self.sink_extra}\n")
 
     @staticmethod
     def finish_send(s, n):
@@ -274,6 +278,9 @@ def main():
             out.write(" ".join(f"{k}:{v}" for k, v in Worker.VARIANTS.items()) + "\n")
         elif cmd[0] == "pid":
             out.write(f"{os.getpid()}\n")
+        elif cmd[0] == "sink":
+            w.sink_extra = " ".join(cmd[1:])
+            out.write("ok\n")
         elif cmd[0] == "run":
             try:
                 dt, added, align = w.run(cmd[1], int(cmd[2]))

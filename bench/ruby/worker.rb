@@ -42,6 +42,10 @@ def connect(request)
   s
 end
 
+# More of the sink's request, set by the driver's "sink OPTIONS"
+# (step=16384: a reader that takes 16 KiB a call).
+$sink_extra = ""
+
 def finish_send(s, n)
   s.close_write
   answer = s.read
@@ -121,7 +125,7 @@ def run(name, n)
              else ["msg", MSG.fetch(name)]
              end
   s = connect(case side
-              when "send" then "sink seed=1 off=0\n"
+              when "send" then "sink seed=1 off=0 #{$sink_extra}\n"
               when "rpc" then "lenprefix len=#{n} seed=1\n"
               else "gen len=#{n} seed=1\n"
               end)
@@ -164,6 +168,9 @@ $stdin.each_line do |line|
     puts [RECV.keys.map { "#{_1}:recv" }, SEND.keys.map { "#{_1}:send" },
           MSG.keys.map { "#{_1}:msg" }, RPC.keys.map { "#{_1}:rpc" }].flatten.join(" ")
   when "pid" then puts Process.pid
+  when "sink"
+    $sink_extra = cmd[1..].join(" ")
+    puts "ok"
   when "run"
     begin
       dt, added, align = run(cmd[1], Integer(cmd[2]))
