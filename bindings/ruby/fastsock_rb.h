@@ -9,6 +9,7 @@
  *   rb_scheduler.c  the same calls inside a non-blocking fiber with
  *                   Fiber.scheduler set: core steps between the scheduler's waits
  *   rb_xfer.c       Fastsock::Receiver and Fastsock::Sender (progressive objects)
+ *   rb_protocol.c   sendallv, recvfile, Fastsock::Reader, find and split
  *
  * Internal names are fastsock_rb__*; what swig/ruby.i calls is fastsock_rb_*.
  */
@@ -53,8 +54,13 @@ typedef enum {
     FASTSOCK_RB_RECV,
     FASTSOCK_RB_SEND,
     FASTSOCK_RB_SENDALL,
-    FASTSOCK_RB_SENDFILE
+    FASTSOCK_RB_SENDFILE,
+    FASTSOCK_RB_SENDALLV,
+    FASTSOCK_RB_RECVFILE,
+    FASTSOCK_RB_READUNTIL
 } fastsock_rb_op;
+
+struct iovec;
 
 /* Results beyond the core's, for the scheduler path (rb_errors.c raises them):
  * an exception that a scheduler's wait raised (Async::Task#stop, a
@@ -80,6 +86,13 @@ typedef struct fastsock_rb_call {
     int64_t file_offset;
     int file_seekable;
     int flags;               /* recv(2) flags */
+    int file_append;         /* recvfile: written where it stands (O_APPEND, pipe) */
+    struct iovec *iov;       /* sendallv: what is still to send, advanced in place */
+    size_t iovcnt;
+    fastsock_reader *reader; /* readuntil, and the reader's recvall: its look-ahead */
+    const void *delim;       /* readuntil */
+    size_t dlen, max;
+    const unsigned char *line; /* readuntil's result, inside the look-ahead */
     int64_t timeout_ms;      /* as given: < 0 none, 0 never wait */
     int64_t deadline;        /* fastsock_deadline(timeout_ms) */
     fastsock_ctl ctl;
@@ -123,6 +136,21 @@ fastsock_result fastsock_rb_send(fastsock_rb_op op, const char *name, VALUE strv
                                  size_t offset, size_t count, fastsock_ctl *ctl);
 fastsock_result fastsock_rb_sendfile(VALUE filev, int fd, int file,
                                      int64_t offset, size_t count, fastsock_ctl *ctl);
+/* The same through a Fastsock::Reader: its look-ahead first, then the socket. */
+VALUE fastsock_rb__reader_recvall(fastsock_reader *r, const char *name, VALUE sockv, int fd,
+                                  size_t n, fastsock_ctl *ctl);
+fastsock_result fastsock_rb__reader_recvall_into(fastsock_reader *r, const char *name,
+                                                 VALUE sockv, VALUE strv, int fd, size_t offset,
+                                                 size_t count, fastsock_ctl *ctl);
+/* A call's state before run: no file, no scheduler, the deadline started. */
+void fastsock_rb__begin(fastsock_rb_call *c, fastsock_rb_op op, const char *name, int fd,
+                        int64_t timeout_ms);
+/* Runs call c to its end (c->rc, c->total), GVL released, interrupts run
+ * between resumptions; readuntil waits through a Fiber scheduler instead. */
+void fastsock_rb__run(fastsock_rb_call *c);
+/* One try of a single-shot call (recv_into, send, readuntil) that never
+ * waits, GVL held; adds what moved to c->total. */
+fastsock_result fastsock_rb__try_now(fastsock_rb_call *c);
 /* recv calls of this thread's last recvall/recvall_into. */
 unsigned long fastsock_rb_recvall_cycles(void);
 /* Moves a fresh String's bytes out of the object (see rb_calls.c). */
@@ -153,6 +181,12 @@ void fastsock_rb__sched_run(fastsock_rb_call *c);
 /* ---- Receiver and Sender (rb_xfer.c) ---------------------------------------- */
 
 void fastsock_rb__xfer_init(VALUE mFastsock);
+
+/* ---- sendallv, recvfile, Reader, find, split (rb_protocol.c) ------------------ */
+
+void fastsock_rb__protocol_init(VALUE mFastsock, VALUE mNative);
+/* After an interruption that moved bytes: what is left of a sendallv. */
+void fastsock_rb__iov_advance(fastsock_rb_call *c, size_t moved);
 
 /* swig/ruby.i's %init. */
 void fastsock_rb_init(void);

@@ -44,8 +44,8 @@ void fastsock_rb__add_cycles(unsigned long n)
 
 /* ---- one transfer, GVL released --------------------------------------------- */
 
-static void begin(fastsock_rb_call *c, fastsock_rb_op op, const char *name, int fd,
-                  const fastsock_ctl *ctl)
+void fastsock_rb__begin(fastsock_rb_call *c, fastsock_rb_op op, const char *name, int fd,
+                        int64_t timeout_ms)
 {
     memset(c, 0, sizeof *c);
     c->op = op;
@@ -53,11 +53,17 @@ static void begin(fastsock_rb_call *c, fastsock_rb_op op, const char *name, int 
     c->count_name = "count";
     c->fd = fd;
     c->file = -1;
-    c->timeout_ms = ctl->timeout_ms;
+    c->timeout_ms = timeout_ms;
     c->deadline = fastsock_deadline(c->timeout_ms);
     c->scheduler = Qnil;
     c->wait_fd = -1;
     c->wait_io = Qnil;
+}
+
+static void begin(fastsock_rb_call *c, fastsock_rb_op op, const char *name, int fd,
+                  const fastsock_ctl *ctl)
+{
+    fastsock_rb__begin(c, op, name, fd, ctl->timeout_ms);
 }
 
 int fastsock_rb__thp_lift(size_t len)
@@ -118,6 +124,15 @@ static void *nogvl(void *arg)
     case FASTSOCK_RB_SENDFILE:
         c->rc = fastsock_sendfile(c->fd, c->file, c->file_offset, c->count, ctl);
         break;
+    case FASTSOCK_RB_SENDALLV:
+        c->rc = fastsock_sendallv(c->fd, c->iov, c->iovcnt, ctl);
+        break;
+    case FASTSOCK_RB_RECVFILE:
+        c->rc = fastsock_recvfile(c->fd, c->file, c->file_offset, c->count, ctl);
+        break;
+    case FASTSOCK_RB_READUNTIL:
+        c->rc = fastsock_reader_until(c->reader, c->delim, c->dlen, c->max, &c->line, ctl);
+        break;
     }
     /* Counted here, not after the return: Ruby may raise a pending
      * interrupt before rb_thread_call_without_gvl returns. */
@@ -125,32 +140,53 @@ static void *nogvl(void *arg)
     return NULL;
 }
 
+fastsock_result fastsock_rb__try_now(fastsock_rb_call *c)
+{
+    fastsock_ctl now = FASTSOCK_CTL_INIT;
+    now.timeout_ms = 0;
+    fastsock_result rc;
+    switch (c->op) {
+    case FASTSOCK_RB_RECV:
+        rc = fastsock_recv(c->fd, c->base, c->len, c->offset, c->count, c->flags, &now);
+        break;
+    case FASTSOCK_RB_SEND:
+        rc = fastsock_send(c->fd, c->base, c->len, c->offset, c->count, &now);
+        break;
+    default: /* FASTSOCK_RB_READUNTIL: what came stays in the look-ahead */
+        c->reader->fd = c->fd;
+        rc = fastsock_reader_until(c->reader, c->delim, c->dlen, c->max, &c->line, &now);
+        break;
+    }
+    c->total += now.moved;
+    return rc;
+}
+
 /* Runs the core until it finishes or fails for a reason of its own. Ruby's
  * interrupts run in between, with the GVL held, and may leave by a long jump. */
-static void run(fastsock_rb_call *c)
+void fastsock_rb__run(fastsock_rb_call *c)
 {
+    int single = c->op == FASTSOCK_RB_RECV || c->op == FASTSOCK_RB_SEND ||
+                 c->op == FASTSOCK_RB_READUNTIL;
     /* A receive while a fiber's bulk receive waits on the same socket
      * would take bytes from the middle of its stream. */
-    if ((c->op == FASTSOCK_RB_RECV || c->op == FASTSOCK_RB_RECVALL) &&
+    if ((c->op == FASTSOCK_RB_RECV || c->op == FASTSOCK_RB_RECVALL ||
+         c->op == FASTSOCK_RB_READUNTIL) &&
         fastsock_rb__receive_busy(c->fd)) {
         c->rc = FASTSOCK_RB_EBUSY;
         return;
     }
-    if (c->op == FASTSOCK_RB_RECV || c->op == FASTSOCK_RB_SEND) {
+    if (single) {
         /* One non-blocking try first, GVL held: a message that is already
-         * there (or room to send it) costs neither releasing the GVL nor
-         * asking for a scheduler. */
-        fastsock_ctl now = FASTSOCK_CTL_INIT;
-        now.timeout_ms = 0;
-        c->rc = c->op == FASTSOCK_RB_RECV
-                    ? fastsock_recv(c->fd, c->base, c->len, c->offset, c->count, c->flags, &now)
-                    : fastsock_send(c->fd, c->base, c->len, c->offset, c->count, &now);
-        c->total += now.moved;
+         * there (or room to send it, or a line in the look-ahead) costs
+         * neither releasing the GVL nor asking for a scheduler. */
+        c->rc = fastsock_rb__try_now(c);
         if (c->rc != -EAGAIN || c->timeout_ms == 0)
             return;
     }
-    /* A call that never waits has nothing to ask a scheduler. */
-    if (c->timeout_ms != 0)
+    /* A call that never waits has nothing to ask a scheduler. sendallv and
+     * recvfile block the thread even under one (GVL released): their
+     * progressive forms are not written yet (docs/ruby.md). */
+    if (c->timeout_ms != 0 && c->op != FASTSOCK_RB_SENDALLV && c->op != FASTSOCK_RB_RECVFILE)
         c->scheduler = fastsock_rb__scheduler();
     if (!NIL_P(c->scheduler)) {
         fastsock_rb__sched_run(c);
@@ -170,6 +206,8 @@ static void run(fastsock_rb_call *c)
             c->ctl.timeout_ms = left;
         }
         c->hook_stopped = 0;
+        if (c->reader != NULL)
+            c->reader->fd = c->fd;
         rb_thread_call_without_gvl(nogvl, c, RUBY_UBF_IO, NULL);
         if (!(c->rc == -EINTR && c->hook_stopped))
             return;
@@ -195,8 +233,23 @@ static void run(fastsock_rb_call *c)
             if (c->count != FASTSOCK_ALL)
                 c->count -= moved;
             break;
+        case FASTSOCK_RB_SENDALLV:
+            fastsock_rb__iov_advance(c, moved);
+            break;
+        case FASTSOCK_RB_RECVFILE:
+            if (!c->file_append)
+                c->file_offset += (int64_t)moved;
+            c->count -= moved;
+            break;
+        case FASTSOCK_RB_READUNTIL:
+            break; /* nothing was handed out; what came stays in the look-ahead */
         }
     }
+}
+
+static void run(fastsock_rb_call *c)
+{
+    fastsock_rb__run(c);
 }
 
 static fastsock_result check_range(size_t len, size_t offset, size_t count, size_t *n)
@@ -255,6 +308,7 @@ typedef struct recv_job {
     fastsock_rb_call *call;
     VALUE str;
     VALUE io;
+    fastsock_reader *reader; /* a Reader's recvall: its look-ahead comes first */
     int fresh;               /* recvall's own String: bytes written past its length */
     int single;              /* recv_into */
     size_t n;                /* bytes asked for */
@@ -321,7 +375,21 @@ static VALUE recv_body(VALUE arg)
     }
     j->n = n;
     c->count = n;
-    if (n > 0 && fastsock_rb__buffered(j->io) > 0) {
+    size_t ahead = j->reader != NULL ? fastsock_reader_buffered(j->reader) : 0;
+    if (n > 0 && ahead > 0) {
+        /* What a Reader read past its last line: the socket was checked
+         * when the Reader was made. */
+        size_t k = ahead < n ? ahead : n;
+        memcpy(c->base + c->offset, j->reader->buf + j->reader->start, k);
+        j->reader->start += k;
+        c->total = k;
+        c->offset += k;
+        c->count -= k;
+        if (c->count == 0) {
+            c->rc = (fastsock_result)k;
+            return Qnil;
+        }
+    } else if (n > 0 && j->reader == NULL && fastsock_rb__buffered(j->io) > 0) {
         fastsock_rb__require_socket(c->fd, c->name);
         size_t k = fastsock_rb__take_buffered(j->io, c->base + c->offset, n);
         c->total = k;
@@ -342,17 +410,18 @@ static VALUE recv_body(VALUE arg)
     return Qnil;
 }
 
-VALUE fastsock_rb_recvall(VALUE sockv, int fd, size_t n, fastsock_ctl *ctl)
+static VALUE recvall(fastsock_reader *r, const char *name, VALUE sockv, int fd, size_t n,
+                     fastsock_ctl *ctl)
 {
     fastsock_rb_call c;
-    begin(&c, FASTSOCK_RB_RECVALL, "fastsock.recvall", fd, ctl);
+    begin(&c, FASTSOCK_RB_RECVALL, name, fd, ctl);
     cycles = 0;
     VALUE io = fastsock_rb__io_of(sockv, "sock");
     (void)fastsock_rb__buffered(io); /* refuses decoded characters before allocating */
     /* One allocation at the final size, filled in place. */
     VALUE str = rb_str_buf_new((long)n);
     fastsock_rb__unembed(str); /* Ruby >= 3.2 embeds small buffers */
-    recv_job j = { .call = &c, .str = str, .io = io, .fresh = 1, .n = n };
+    recv_job j = { .call = &c, .str = str, .io = io, .reader = r, .fresh = 1, .n = n };
     c.count = n;
     rb_str_locktmp(str);
     rb_ensure(recv_body, (VALUE)&j, unlock, str);
@@ -369,9 +438,20 @@ VALUE fastsock_rb_recvall(VALUE sockv, int fd, size_t n, fastsock_ctl *ctl)
     return str;
 }
 
-fastsock_result fastsock_rb_recv_into(fastsock_rb_op op, const char *name, VALUE sockv,
-                                      VALUE strv, int fd, size_t offset, size_t count,
-                                      int flags, fastsock_ctl *ctl)
+VALUE fastsock_rb_recvall(VALUE sockv, int fd, size_t n, fastsock_ctl *ctl)
+{
+    return recvall(NULL, "fastsock.recvall", sockv, fd, n, ctl);
+}
+
+VALUE fastsock_rb__reader_recvall(fastsock_reader *r, const char *name, VALUE sockv, int fd,
+                                  size_t n, fastsock_ctl *ctl)
+{
+    return recvall(r, name, sockv, fd, n, ctl);
+}
+
+static fastsock_result recv_into(fastsock_reader *r, fastsock_rb_op op, const char *name,
+                                 VALUE sockv, VALUE strv, int fd, size_t offset, size_t count,
+                                 int flags, fastsock_ctl *ctl)
 {
     fastsock_rb_call c;
     begin(&c, op, name, fd, ctl);
@@ -384,7 +464,7 @@ fastsock_result fastsock_rb_recv_into(fastsock_rb_op op, const char *name, VALUE
     VALUE io = fastsock_rb__io_of(sockv, "sock");
     (void)fastsock_rb__buffered(io);
     rb_str_modify(strv); /* FrozenError; a shared String gets its own bytes */
-    recv_job j = { .call = &c, .str = strv, .io = io,
+    recv_job j = { .call = &c, .str = strv, .io = io, .reader = r,
                                .single = op == FASTSOCK_RB_RECV,
                                .len0 = (size_t)RSTRING_LEN(strv), .offset0 = offset };
     /* Growing would leave the bytes [len0, offset) unwritten. */
@@ -410,6 +490,20 @@ fastsock_result fastsock_rb_recv_into(fastsock_rb_op op, const char *name, VALUE
     if (op == FASTSOCK_RB_RECV && c.rc == 0 && j.n > 0)
         return FASTSOCK_EOF; /* end of stream: nil, as IO#read(n, buf) */
     return op == FASTSOCK_RB_RECV ? c.rc : (fastsock_result)c.total;
+}
+
+fastsock_result fastsock_rb_recv_into(fastsock_rb_op op, const char *name, VALUE sockv,
+                                      VALUE strv, int fd, size_t offset, size_t count,
+                                      int flags, fastsock_ctl *ctl)
+{
+    return recv_into(NULL, op, name, sockv, strv, fd, offset, count, flags, ctl);
+}
+
+fastsock_result fastsock_rb__reader_recvall_into(fastsock_reader *r, const char *name,
+                                                 VALUE sockv, VALUE strv, int fd, size_t offset,
+                                                 size_t count, fastsock_ctl *ctl)
+{
+    return recv_into(r, FASTSOCK_RB_RECVALL, name, sockv, strv, fd, offset, count, 0, ctl);
 }
 
 typedef struct send_job {
@@ -543,4 +637,5 @@ void fastsock_rb_init(void)
 {
     fastsock_rb__errors_init();
     fastsock_rb__xfer_init(rb_path2class("Fastsock"));
+    fastsock_rb__protocol_init(rb_path2class("Fastsock"), rb_path2class("Fastsock::Native"));
 }

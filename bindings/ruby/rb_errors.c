@@ -53,7 +53,8 @@ void fastsock_rb__raise(const fastsock_rb_call *c, fastsock_result rc, VALUE par
                         size_t expected)
 {
     VALUE exc, msg;
-    int receiving = c->op == FASTSOCK_RB_RECVALL || c->op == FASTSOCK_RB_RECV;
+    int receiving = c->op == FASTSOCK_RB_RECVALL || c->op == FASTSOCK_RB_RECV ||
+                    c->op == FASTSOCK_RB_RECVFILE || c->op == FASTSOCK_RB_READUNTIL;
     switch (rc) {
     case FASTSOCK_RB_EJUMP:
         /* Raised in the scheduler's wait, caught there so that the call

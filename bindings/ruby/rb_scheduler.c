@@ -246,23 +246,19 @@ static fastsock_result wait_for(fastsock_rb_call *c, unsigned events)
     return wait_on(c, c->wait_io, events);
 }
 
-/* recv_into and send, after run's first try found nothing to do: a wait,
- * then the system call again. */
+/* recv_into, send and a Reader's readuntil, after run's first try found
+ * nothing to do: a wait, then the try again (a reader keeps what each try
+ * read in its look-ahead). */
 static void single(fastsock_rb_call *c)
 {
     for (;;) {
         fastsock_result rc =
-            wait_for(c, c->op == FASTSOCK_RB_RECV ? FASTSOCK_WANT_READ : FASTSOCK_WANT_WRITE);
+            wait_for(c, c->op == FASTSOCK_RB_SEND ? FASTSOCK_WANT_WRITE : FASTSOCK_WANT_READ);
         if (rc < 0) {
             c->rc = rc;
             return;
         }
-        fastsock_ctl ctl = FASTSOCK_CTL_INIT;
-        ctl.timeout_ms = 0;
-        rc = c->op == FASTSOCK_RB_RECV
-                 ? fastsock_recv(c->fd, c->base, c->len, c->offset, c->count, c->flags, &ctl)
-                 : fastsock_send(c->fd, c->base, c->len, c->offset, c->count, &ctl);
-        c->total += ctl.moved;
+        rc = fastsock_rb__try_now(c);
         if (rc != -EAGAIN) {
             c->rc = rc;
             return;
@@ -463,7 +459,7 @@ void fastsock_rb__sched_run(fastsock_rb_call *c)
     c->wait_fd = -1;
     c->wait_io = Qnil;
     c->receiving = NULL;
-    if (c->op == FASTSOCK_RB_RECV || c->op == FASTSOCK_RB_SEND)
+    if (c->op == FASTSOCK_RB_RECV || c->op == FASTSOCK_RB_SEND || c->op == FASTSOCK_RB_READUNTIL)
         single(c);
     else if (c->op == FASTSOCK_RB_SENDFILE && !c->file_seekable)
         pipe_sendfile(c);

@@ -12,12 +12,15 @@ require_relative "loopback"
 
 LANG = "ruby"
 OPS = %w[recvall recvall_into recv_into send sendall sendfile
-         recv_steps recv_steps_into send_steps sendfile_steps].freeze
-EXPECTS = %w[ok closed timeout reset peer_gone badarg badsock nomem wouldblock].freeze
+         recv_steps recv_steps_into send_steps sendfile_steps
+         sendallv recvfile readuntil find split].freeze
+EXPECTS = %w[ok closed timeout reset peer_gone badarg badsock nomem wouldblock toolong badfile].freeze
 SOCKS = %w[fd int notsock closed].freeze
 INT_KEYS = %w[n bufsize offset count datalen result result_max moved moved_min cycles_max
-              budget steps_min].freeze
-KEYS = (%w[op req sock file timeout expect] + INT_KEYS).freeze
+              budget steps_min max repeat then from].freeze
+KEYS = (%w[op req sock file timeout expect pieces delim hay needle sep] + INT_KEYS).freeze
+# find and split work on a String in memory: no connection.
+SEARCH_OPS = %w[find split].freeze
 SENTINEL = 0xA5
 
 Case = Struct.new(:name, :keys)
@@ -72,10 +75,18 @@ def check_values(name, keys)
   bad << "#{name}: op #{keys['op'].inspect}" unless OPS.include?(keys["op"])
   bad << "#{name}: expect #{keys['expect'].inspect}" unless EXPECTS.include?(keys["expect"])
   bad << "#{name}: sock #{keys['sock']}" if keys.key?("sock") && !SOCKS.include?(keys["sock"])
-  bad << "#{name}: no req" unless keys["req"]
-  if keys.key?("file") && keys["file"] !~ /\A(regular:\d+|empty|pipe:\d+)\z/
-    bad << "#{name}: file #{keys['file']}"
+  bad << "#{name}: no req" unless keys["req"] || SEARCH_OPS.include?(keys["op"])
+  files = if keys["op"] == "recvfile"
+            /\A((regular|append|readonly):\d+|empty|pipe)\z/
+          else
+            /\A(regular:\d+|empty|pipe:\d+)\z/
+          end
+  bad << "#{name}: file #{keys['file']}" if keys.key?("file") && keys["file"] !~ files
+  bad << "#{name}: pieces #{keys['pieces']}" if keys.key?("pieces") && keys["pieces"] !~ /\A(none|(\d+(\*\d+)?|x)(:(\d+(\*\d+)?|x))*)\z/
+  %w[delim needle sep].each do |k|
+    bad << "#{name}: #{k}=#{keys[k]}" if keys.key?(k) && keys[k] !~ /\A(empty|(\h\h)+)\z/
   end
+  bad << "#{name}: hay #{keys['hay']}" if keys.key?("hay") && keys["hay"] !~ /\A(empty|hex:(\h\h)*|stream:\d+:\d+)\z/
   INT_KEYS.each do |k|
     bad << "#{name}: #{k}=#{keys[k]} is not an integer" if keys.key?(k) && keys[k] !~ /\A-?\d+\z/
   end
@@ -90,14 +101,31 @@ def int(keys, key)
 end
 
 def request_params(req)
+  return [0, 0] if req.nil?
+
   params = req.split(",").drop(1).to_h { |kv| kv.split("=", 2) }
   [Integer(params.fetch("seed", "0")), Integer(params.fetch("off", "0"))]
 end
 
 # What the case's outcome is called in cases.txt.
-def classify(exc)
+def classify(exc, op = nil)
   case exc
   when nil then "ok"
+  when Fastsock::TooLongError then "toolong"
+  # recvfile on a file not opened for writing: Ruby's IOError for that.
+  when IOError
+    return "badfile" if op == "recvfile" && exc.message.include?("not opened for writing")
+
+    classify_more(exc)
+  # sendallv: an element that is no String is a bad argument, not a bad socket.
+  when TypeError
+    op == "sendallv" ? "badarg" : "badsock"
+  else classify_more(exc)
+  end
+end
+
+def classify_more(exc)
+  case exc
   when Fastsock::IncompleteError then "closed"
   when Fastsock::TimeoutError, StepsTimeout then "timeout"
   when IO::EAGAINWaitReadable, IO::EAGAINWaitWritable then "wouldblock"
@@ -126,6 +154,8 @@ class Runner
   def run(kase)
     @closers = []
     keys = kase.keys
+    return run_search(keys) if SEARCH_OPS.include?(keys["op"])
+
     seed, off = request_params(keys["req"])
     # Built before connecting: the server's pause (sendall_timeout,
     # sendfile_timeout) starts at the connection, and building 64 MiB takes
@@ -133,11 +163,15 @@ class Runner
     input = case keys["op"]
             when "send", "sendall", "send_steps" then Loopback.stream(seed, 0, int(keys, "datalen"))
             when "sendfile", "sendfile_steps" then file_arg(keys["file"], seed)
+            when "sendallv" then pieces_arg(keys["pieces"], seed)
+            when "recvfile" then recvfile_target(keys["file"])
             end
     conn = @server.connect(keys["req"])
     @closers << conn
     sock = socket_arg(keys["sock"] || "fd", conn)
     outcome = perform(keys, sock, input)
+    return check_protocol(keys, outcome, conn, seed, off) if %w[sendallv recvfile readuntil].include?(keys["op"])
+
     check(keys, outcome, conn, seed, off)
   ensure
     @closers&.reverse_each { |io| io.close unless io.closed? }
@@ -145,7 +179,7 @@ class Runner
 
   private
 
-  Outcome = Struct.new(:exc, :result, :moved, :data, :buf, :file, :eof, :max_step, :steps)
+  Outcome = Struct.new(:exc, :result, :moved, :data, :buf, :file, :eof, :max_step, :steps, :problem)
 
   Joiner = Struct.new(:thread) do
     def close = thread.join(10)
@@ -208,6 +242,14 @@ class Runner
         o.result = Fastsock.sendfile(sock, o.file, offset, count, **timeout_kw(keys, single: false))
       when "recv_steps", "recv_steps_into", "send_steps", "sendfile_steps"
         perform_steps(keys, sock, input, o)
+      when "sendallv"
+        o.result = Fastsock.sendallv(sock, input, **timeout_kw(keys, single: false))
+      when "recvfile"
+        o.file = input
+        offset = int(keys, "offset")
+        o.result = Fastsock.recvfile(sock, input.io, n, offset, **timeout_kw(keys, single: false))
+      when "readuntil"
+        return perform_readuntil(keys, sock, o)
       end
       o.moved = o.result
     rescue NoMemoryError, StandardError => e
@@ -288,6 +330,211 @@ class Runner
       @closers << Joiner.new(writer) << w << r
       r
     end
+  end
+
+  # pieces=64:16777216:2, LEN*K, none, x: consecutive stream bytes from 0,
+  # and nil (no String) for an x.
+  def pieces_arg(spec, seed)
+    return [] if spec == "none"
+
+    at = 0
+    spec.split(":").flat_map do |tok|
+      next [nil] if tok == "x"
+
+      len, times = tok.split("*").map { |v| Integer(v, 10) }
+      Array.new(times || 1) do
+        piece = Loopback.stream(seed, at, len)
+        at += len
+        piece
+      end
+    end
+  end
+
+  RecvfileTarget = Struct.new(:io, :kind, :prefill, :pipe_r)
+
+  # recvfile's file: empty, regular:LEN, append:LEN, readonly:LEN (LEN bytes
+  # of 0xA5) or pipe; unlinked at once, at position 0.
+  def recvfile_target(spec)
+    kind, len = spec.split(":")
+    if kind == "pipe"
+      r, w = IO.pipe
+      @closers << r << w
+      return RecvfileTarget.new(w, kind, 0, r)
+    end
+    prefill = Integer(len || "0", 10)
+    f = Tempfile.create("fastsock-recvfile")
+    path = f.path
+    f.binmode
+    f.write("\xA5".b * prefill)
+    f.flush
+    f.rewind
+    mode = { "append" => "ab+", "readonly" => "rb" }[kind]
+    if mode
+      f.close
+      f = File.open(path, mode)
+    end
+    File.unlink(path)
+    @closers << f
+    RecvfileTarget.new(f, kind, prefill, nil)
+  end
+
+  def hex(spec)
+    spec == "empty" ? "".b : [spec].pack("H*")
+  end
+
+  # Lines through a Reader, each checked against the stream from where the
+  # previous one ended; then `then` bytes through the same Reader, on
+  # success and on failure alike.
+  def perform_readuntil(keys, sock, o)
+    seed, off = request_params(keys["req"])
+    delim = hex(keys["delim"])
+    total = 0
+    reader = nil
+    begin
+      reader = Fastsock::Reader.new(sock)
+      (int(keys, "repeat") || 1).times do |i|
+        line = reader.readuntil(delim, max: int(keys, "max"), **timeout_kw(keys, single: false))
+        o.problem ||= "line #{i + 1} is #{line.encoding}, not binary" unless line.encoding == Encoding::BINARY
+        o.problem ||= "line #{i + 1} differs from the stream" unless line == Loopback.stream(seed, off + total, line.bytesize)
+        o.problem ||= "line #{i + 1} does not end with the delimiter" unless line.end_with?(delim)
+        total += line.bytesize
+      end
+      o.result = total
+      o.moved = total
+    rescue NoMemoryError, StandardError => e
+      o.exc = e
+      partial = e.respond_to?(:partial) ? e.partial : nil
+      if partial
+        o.problem ||= "the partial line differs from the stream" unless partial == Loopback.stream(seed, off + total, partial.bytesize)
+        o.problem ||= "the partial's nbytes #{e.nbytes} is not its size" unless e.nbytes == partial.bytesize
+        total += partial.bytesize
+      elsif e.respond_to?(:nbytes) && e.nbytes != 0
+        o.problem ||= "#{e.class} handed out #{e.nbytes} bytes"
+      end
+      o.moved = e.respond_to?(:nbytes) ? total : nil
+    end
+    o.data = total
+    thenn = int(keys, "then")
+    if thenn && reader
+      begin
+        body = reader.recvall(thenn, timeout: 30)
+        o.problem ||= "the #{thenn} bytes after the line(s) differ from the stream" unless body == Loopback.stream(seed, off + total, thenn)
+        o.data = total + thenn
+      rescue StandardError => e
+        o.problem ||= "reading the #{thenn} bytes after the line(s): #{e.class}: #{e.message}"
+      end
+    end
+    o
+  end
+
+  # sendallv, recvfile, readuntil: the checks of tests/README.md.
+  def check_protocol(keys, o, conn, seed, off)
+    expect = keys["expect"]
+    got = classify(o.exc, keys["op"])
+    unless outcome_matches?(expect, got)
+      detail = o.exc ? "#{o.exc.class}: #{o.exc.message}" : "returned #{o.result.inspect}"
+      return "expected #{expect}, got #{got} (#{detail})"
+    end
+    return o.problem if o.problem
+
+    refused = %w[badarg badsock badfile].include?(expect)
+    if expect == "ok"
+      r = int(keys, "result")
+      return "result #{o.result}, expected #{r}" if r && o.result != r
+    elsif refused
+      return "refused, yet #{o.exc.class} says #{o.moved} bytes moved" if o.moved.to_i != 0
+
+      o.moved = 0
+    else
+      return "#{o.exc.class} does not carry nbytes" if o.moved.nil?
+      m = int(keys, "moved")
+      return "moved #{o.moved}, expected #{m}" if m && o.moved != m
+      mmin = int(keys, "moved_min")
+      return "moved #{o.moved}, expected at least #{mmin}" if mmin && o.moved < mmin
+    end
+
+    case keys["op"]
+    when "sendallv"
+      return check_sent(keys, o, conn)
+    when "recvfile"
+      problem = check_file(keys, o, seed, off, refused)
+      return problem if problem
+
+      consumed = o.moved
+    else
+      consumed = o.data
+    end
+    return nil unless refused
+
+    first = read_one(conn)
+    return "a refused call consumed data (next byte #{first.inspect})" unless first == Loopback.stream(seed, off + consumed, 1)
+
+    nil
+  end
+
+  # The file holds the stream at [at, at + moved), 0xA5 elsewhere, its
+  # length is max(LEN, at + moved), and its position is at + moved.
+  def check_file(keys, o, seed, off, refused)
+    t = o.file
+    moved = o.moved
+    want = Loopback.stream(seed, off, moved)
+    if t.kind == "pipe"
+      got = moved.zero? ? "".b : t.pipe_r.read(moved)
+      return "the pipe holds #{got.inspect[0, 40]}, not the stream" unless got == want
+
+      return nil
+    end
+    return nil if refused
+
+    at = t.kind == "append" ? t.prefill : (int(keys, "offset") || 0)
+    size = [t.prefill, at + moved].max
+    return "the file holds #{t.io.size} bytes, expected #{size}" unless t.io.size == size
+
+    data = size.zero? ? "".b : t.io.pread(size, 0)
+    return "the file's bytes differ from the stream" unless data.byteslice(at, moved) == want
+
+    outside = data.byteslice(0, at) + (data.byteslice(at + moved, size) || "".b)
+    return "bytes of the file outside [#{at}, #{at + moved}) were written" unless outside.bytes.all?(SENTINEL)
+    return "file position #{t.io.pos}, expected #{at + moved}" unless t.io.pos == at + moved
+
+    nil
+  end
+
+  # find and split, on a String in memory.
+  def run_search(keys)
+    hay = case keys["hay"]
+          when "empty" then "".b
+          when /\Ahex:/ then hex(keys["hay"].delete_prefix("hex:"))
+          else
+            _, len, seed = keys["hay"].split(":")
+            Loopback.stream(Integer(seed, 10), 0, Integer(len, 10))
+          end
+    split = keys["op"] == "split"
+    needle = hex(keys[split ? "sep" : "needle"])
+    from = int(keys, "from") || 0
+    begin
+      result = split ? Fastsock.split(hay, needle) : Fastsock.find(hay, needle, from)
+    rescue ArgumentError => e
+      return keys["expect"] == "badarg" ? nil : "expected #{keys['expect']}, got badarg (#{e.message})"
+    end
+    return "expected #{keys['expect']}, got ok" unless keys["expect"] == "ok"
+
+    want = int(keys, "result")
+    if split
+      return "split gave #{result.size} offsets, not start/end pairs" if result.size.odd?
+      return "#{result.size / 2} fields, expected #{want}" unless result.size / 2 == want
+
+      fields = result.each_slice(2).map { |a, b| hay.byteslice(a, b - a) }
+      return "the fields joined with the separator are not the hay" unless fields.join(needle) == hay
+
+      strings = Fastsock.split(hay, needle, as: :strings)
+      return "as: :strings gives other fields than the offsets" unless strings == fields
+    else
+      got = result || -1
+      return "result #{got}, expected #{want}" unless got == want
+      return "no needle at #{result}" if result && hay.byteslice(result, needle.bytesize) != needle
+    end
+    nil
   end
 
   def check(keys, o, conn, seed, off)

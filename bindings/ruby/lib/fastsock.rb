@@ -73,6 +73,13 @@ module Fastsock
   TimeoutError = Class.new(defined?(IO::TimeoutError) ? IO::TimeoutError : IOError) do
     include TransferError
   end
+
+  # {Reader#readuntil} found no delimiter within +max+ bytes. Nothing was
+  # consumed: the bytes stay in the Reader (its {Reader#buffered} says how
+  # many), so a longer +max+ or a {Reader#recvall} can still take them.
+  class TooLongError < IOError
+    include TransferError
+  end
 end
 
 require "fastsock/native"
@@ -191,6 +198,99 @@ module Fastsock
     #   {recvall_into} of this thread made
     def recvall_cycles
       Native.recvall_cycles
+    end
+
+    # Sends several Strings as one stream, like IO#write(*strings), without
+    # joining them: sendmsg(2) over their bytes in batches, a short send
+    # resuming inside the right String.
+    #
+    # Up to 64 KiB in all go in one system call with the GVL held when the
+    # socket has room; the rest with the GVL released, each String locked
+    # for the call. Under a Fiber scheduler it blocks the thread (the GVL
+    # released) instead of waiting through the scheduler: a known limit of
+    # this release.
+    #
+    # @example a header, a body and a trailer
+    #   Fastsock.sendallv(sock, ["$#{body.bytesize}\r\n", body, "\r\n"])
+    # @param sock [BasicSocket, IO, Integer]
+    # @param strings [Array<String>] sent in order; their encodings don't matter
+    # @param timeout [Numeric, nil] seconds for the whole transfer
+    # @return [Integer] bytes sent: the sum of the bytesizes
+    # @raise [TypeError] an element is not a String (nothing sent)
+    # @raise [TimeoutError] +nbytes+ went out
+    # @raise [Errno::EPIPE, Errno::ECONNRESET] the peer is gone (+nbytes+ went out)
+    def sendallv(sock, strings, timeout: nil)
+      Native.sendallv(sock, strings, bulk_timeout(timeout))
+    end
+
+    # Receives exactly +count+ bytes from +sock+ into +file+, in the kernel
+    # where it can: splice(2) through a pipe, so the bytes never enter Ruby.
+    # It falls back to recv and write for a file opened for appending, a
+    # pipe, or the portable build.
+    #
+    # Position, as for {sendfile}: Ruby's write buffer is flushed first;
+    # +offset+ nil means the file's current position; afterwards the
+    # position is +offset+ plus the bytes written (also after an error). A
+    # file opened for appending, or a pipe, is written where it stands and
+    # takes no +offset+. Under a Fiber scheduler it blocks the thread (the
+    # GVL released): a known limit of this release.
+    #
+    # @example a file upload of known length
+    #   File.open("upload.bin", "wb") { |f| Fastsock.recvfile(sock, f, length) }
+    # @param sock [BasicSocket, IO, Integer]
+    # @param file [File, IO, Integer] open for writing
+    # @param count [Integer] bytes to receive
+    # @param offset [Integer, nil] byte offset in the file; nil: its position
+    # @param timeout [Numeric, nil] seconds for the whole transfer
+    # @return [Integer] +count+
+    # @raise [IOError] +file+ is not opened for writing (nothing received)
+    # @raise [ArgumentError] a negative +count+ or +offset+, an +offset+ for
+    #   an appending file or a pipe
+    # @raise [IncompleteError] end of stream first; +nbytes+ were written
+    # @raise [TimeoutError] +nbytes+ were written
+    def recvfile(sock, file, count, offset = nil, timeout: nil)
+      Native.recvfile(sock, file, count, offset, bulk_timeout(timeout))
+    end
+
+    # The byte offset of the first +needle+ in +str+ at or after byte
+    # +from+, for Ruby 3.1, which has no String#byteindex. Bytes are
+    # compared as they are, whatever the encodings.
+    #
+    # @example
+    #   Fastsock.find("GET / HTTP/1.1\r\nHost: x\r\n\r\n", "\r\n\r\n")   # => 25
+    # @param str [String]
+    # @param needle [String] not empty
+    # @param from [Integer] byte offset to start at; beyond the end: nil
+    # @return [Integer, nil] the byte offset, or nil when there is none
+    # @raise [ArgumentError] an empty +needle+, a negative +from+
+    def find(str, needle, from = 0)
+      Native.find(str, needle, from)
+    end
+
+    # Splits +str+ at every +sep+, by bytes, without copying the fields.
+    #
+    # The fields are the ones Python's bytes.split(sep) makes: n separators
+    # give n + 1 fields, empty ones included (String#split drops trailing
+    # empty fields; this does not).
+    #
+    # @example offsets, then a field
+    #   offs = Fastsock.split("a\nbb\n", "\n")   # => [0, 1, 2, 4, 5, 5]
+    #   "a\nbb\n".byteslice(offs[2], offs[3] - offs[2])   # => "bb"
+    # @param str [String]
+    # @param sep [String] not empty
+    # @param as [Symbol] +:offsets+: a flat Array of Integers, each field's
+    #   start and end byte offsets ([start, end), as MatchData#offset), no
+    #   object per field; +:strings+: Strings sharing +str+'s bytes (those
+    #   of at most 23 bytes are copied, as String#byteslice does)
+    # @return [Array<Integer>, Array<String>]
+    # @raise [ArgumentError] an empty +sep+, an unknown +as+
+    def split(str, sep, as: :offsets)
+      strings = case as
+                when :offsets then false
+                when :strings then true
+                else raise ArgumentError, "fastsock.split: as must be :offsets or :strings, not #{as.inspect}"
+                end
+      Native.split(str, sep, strings)
     end
 
     private
@@ -374,5 +474,83 @@ module Fastsock
       s = socket
       @to_io ||= s.is_a?(Integer) ? IO.for_fd(s, autoclose: false) : s.to_io
     end
+  end
+end
+
+module Fastsock
+  # A socket's reader for protocols: a line or a header block up to a
+  # delimiter, then a body of known length, without reading past what the
+  # protocol asked for into memory the body can't reach. It owns a
+  # look-ahead buffer: {#readuntil} receives what the socket has (16 KiB at
+  # first) and hands out the line; the bytes after it stay in the Reader,
+  # and {#recvall} hands them to the body before receiving the rest
+  # straight into the result. So a short reply costs the one recv that
+  # brought it, and a large body is copied once at most for its first bytes.
+  #
+  # Whatever comes after a line belongs to the Reader now: read it through
+  # the Reader, not the socket. Bytes the IO had read ahead (after +gets+)
+  # become the start of the look-ahead. Inside a non-blocking fiber with
+  # Fiber.scheduler set, {#readuntil} and {#recvall} wait through the
+  # scheduler. One call at a time: another thread's or fiber's call while
+  # one is in progress raises {BusyError}.
+  #
+  # @example a RESP GET
+  #   r = Fastsock::Reader.new(sock)
+  #   sock.write("GET key\r\n")
+  #   header = r.readuntil("\r\n")              # "$1024\r\n"
+  #   body = r.recvall(Integer(header[1..]) + 2).byteslice(0, 1024)
+  class Reader
+    # @param sock [BasicSocket, IO, Integer]
+    # @raise [TypeError] not a socket object, an SSL socket
+    # @raise [Errno::ENOTSOCK] +sock+ is not a socket
+    def initialize(sock)
+      __init(sock)
+    end
+
+    # Reads up to and including the first +delim+ within +max+ bytes.
+    #
+    # @param delim [String] the delimiter, not empty (bytes)
+    # @param max [Integer] the longest line, delimiter included
+    # @param timeout [Numeric, nil] seconds for the whole call
+    # @return [String] the line with its delimiter, binary
+    # @raise [TooLongError] no delimiter within +max+ bytes; nothing consumed
+    # @raise [IncompleteError] end of stream first; +partial+ holds the
+    #   bytes before it (handed out), +expected+ is nil
+    # @raise [TimeoutError] nothing handed out: what came stays in the
+    #   Reader, and a later call goes on from there
+    # @raise [ArgumentError] an empty +delim+, +max+ shorter than it
+    def readuntil(delim = "\r\n", max: 65_536, timeout: nil)
+      __readuntil(delim, max, timeout)
+    end
+
+    # Receives exactly +n+ bytes: the look-ahead's first, then the socket's
+    # straight into the result, as {Fastsock.recvall}.
+    #
+    # @param n [Integer]
+    # @param timeout [Numeric, nil] seconds for the whole transfer
+    # @return [String] +n+ bytes, binary
+    # @raise [IncompleteError] end of stream first; +partial+ holds what came
+    # @raise [TimeoutError] +nbytes+ and +partial+ say what came
+    def recvall(n, timeout: nil)
+      __recvall(n, timeout)
+    end
+
+    # Receives exactly +n+ bytes into +buf+ at byte +offset+, the
+    # look-ahead's first, growing +buf+ as {Fastsock.recvall_into} does.
+    #
+    # @param buf [String] the target; frozen is a FrozenError
+    # @param n [Integer, nil] bytes; nil: up to the end of +buf+
+    # @param offset [Integer] byte offset into +buf+, at most +buf.bytesize+
+    # @param timeout [Numeric, nil] seconds for the whole transfer
+    # @return [Integer] +n+
+    # @raise [IncompleteError, TimeoutError] +nbytes+ were written
+    def recvall_into(buf, n = nil, offset = 0, timeout: nil)
+      __recvall_into(buf, n, offset, timeout)
+    end
+
+    # @!method buffered
+    #   @return [Integer] bytes read from the socket and not handed out yet
+    # @!method socket
+    #   @return [BasicSocket, IO, Integer] the +sock+ it was given
   end
 end
