@@ -567,8 +567,11 @@ def chart(rows, out_dir):
     for r in rows:
         if r["side"] in ("recv", "send") and r["bytes"] >= KiB:
             series.setdefault((r["side"], r["lang"], r["variant"]), []).append((r["bytes"], r["median_mbps"]))
+        elif r["side"] == "rpc":  # requests/s by body size
+            series.setdefault(("rpc", r["lang"], r["variant"]), []).append(
+                (r["bytes"], r["median_mbps"] * 1e6 / r["bytes"]))
     datdir = tempfile.mkdtemp(prefix="fastsock-chart-")
-    plots = {"recv": [], "send": []}
+    plots = {"recv": [], "send": [], "rpc": []}
     colors = {"c": "#444444", "python": "#1f77b4", "ruby": "#d62728", "lua": "#2ca02c"}
     for i, ((side, lang, v), pts) in enumerate(sorted(series.items())):
         path = os.path.join(datdir, f"{i}.dat")
@@ -583,10 +586,10 @@ def chart(rows, out_dir):
                            f"lw {width} pt {pt} ps 0.8 title '{lang} {v.replace('_', ' ')}'")
     png = os.path.join(out_dir, "throughput.png")
     script = [
-        "set terminal pngcairo size 1600,1300 font 'sans,10'" if "pngcairo" in terminals(gnuplot)
-        else "set terminal png size 1600,1300",
+        "set terminal pngcairo size 1600,1900 font 'sans,10'" if "pngcairo" in terminals(gnuplot)
+        else "set terminal png size 1600,1900",
         f"set output '{png}'",
-        "set multiplot layout 2,1",
+        "set multiplot layout 3,1",
         "set logscale xy", "set grid",
         "set xlabel 'payload (MiB)'", "set ylabel 'MB/s (median)'",
         "set key outside right top spacing 0.9",
@@ -596,6 +599,10 @@ def chart(rows, out_dir):
         if plots[side]:
             script.append(f"set title '{title}: throughput by payload size (solid: fastsock)'")
             script.append("plot " + ", \\\n  ".join(plots[side]))
+    if plots["rpc"]:
+        script += ["set ylabel 'requests/s (median)'",
+                   "set title 'request/response: an 8-byte length, then the body (solid: fastsock)'",
+                   "plot " + ", \\\n  ".join(plots["rpc"])]
     script.append("unset multiplot")
     r = subprocess.run([gnuplot], input="\n".join(script) + "\n", text=True, capture_output=True)
     shutil.rmtree(datdir, ignore_errors=True)
