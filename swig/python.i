@@ -108,6 +108,7 @@
 %thread fastsock_recvall;
 %thread fastsock_sendall;
 %thread fastsock_sendfile;
+%thread fastsock_recvfile;
 
 /* Written by hand above (fastsock_py_methods). With their parameter lists,
  * these outrank the interface's plain %renames. */
@@ -115,6 +116,14 @@
 %ignore fastsock_send(int, const void *, size_t, size_t, size_t, fastsock_ctl *);
 
 %include "fastsock.i"
+
+/* recvfile takes the typemaps sendfile takes; declared here, not in the
+ * shared fastsock.i, since the other languages bind it their own way. The
+ * package's def flushes and positions a file object around it. sendallv,
+ * Reader, find and split are hand-written (bindings/python/py_protocol.c):
+ * a list of buffers and a type are beyond typemaps. */
+%rename(recvfile) fastsock_recvfile;
+fastsock_result fastsock_recvfile(int SOCK, int FILE, int64_t OFFSET, size_t COUNT, fastsock_ctl *CTL);
 
 %rename(recvall) fastsock_py_recvall;
 PyObject *fastsock_py_recvall(int SOCK, PyObject *n_obj, fastsock_ctl *RECVALL_CTL);

@@ -9,6 +9,8 @@
  *                send (METH_FASTCALL), the module's init
  *   py_xfer.c    Receiver and Sender, the progressive transfers for event
  *                loops
+ *   py_protocol.c  sendallv, Reader, find, split, split_offsets, TooLongError
+ *                (issue 17; recvfile is a SWIG wrapper in swig/python.i)
  */
 #ifndef FASTSOCK_PY_H
 #define FASTSOCK_PY_H
@@ -63,8 +65,8 @@ int fastsock_py_file_offset(PyObject *obj, int64_t *out, const char *fn);
 int fastsock_py_flags(PyObject *obj, int *out);
 
 /* A def's parameters: npos positional-or-keyword (the first nrequired
- * without a default, at least one with: "takes from 2 to 4 positional
- * arguments"), then nkwonly keyword-only ones with defaults. */
+ * without a default: "takes 2 positional arguments", or "from 2 to 4" when
+ * some have one), then nkwonly keyword-only ones with defaults. */
 #define FASTSOCK_PY_MAX_PARAMS 5
 typedef struct fastsock_py_params {
     const char *fn;
@@ -104,10 +106,21 @@ PyObject *fastsock_py_result(fastsock_result rc, const fastsock_py_call *call, c
  * the package registered it. A new reference, or NULL. */
 PyObject *fastsock_py_incomplete(PyObject *partial, size_t expected, size_t nbytes);
 PyObject *fastsock_py_set_incomplete_error(PyObject *cls);
+/* IncompleteError(partial, None) for a line the stream cut short, as
+ * asyncio's StreamReader.readuntil raises it. A new reference, or NULL. */
+PyObject *fastsock_py_incomplete_line(PyObject *partial);
 
 /* ---- py_calls.c ---------------------------------------------------------------- */
 
 PyObject *fastsock_py_recvall(int fd, PyObject *n_obj, fastsock_ctl *ctl);
+/* A fresh result's size: n >= 0, or -1 with ValueError (negative) or
+ * MemoryError (beyond any allocation) set. */
+Py_ssize_t fastsock_py_alloc_size(PyObject *n_obj, const char *fn);
+/* A fresh result's transfer failed: shrinks bytes in place to call's moved
+ * bytes, keeping any pending exception (a signal handler's), and raises rc
+ * with it as .partial. Steals bytes. */
+void fastsock_py_fresh_failed(PyObject *bytes, fastsock_result rc, const fastsock_py_call *call,
+                              const char *fn);
 /* Everything above set up; recv_into, send, Receiver and Sender added to m. */
 int fastsock_py_init(PyObject *m);
 
@@ -116,9 +129,9 @@ int fastsock_py_init(PyObject *m);
 /* Adds Receiver and Sender to m. */
 int fastsock_py_xfer_init(PyObject *m);
 
-/* ---- py_xfer.c ---------------------------------------------------------------- */
+/* ---- py_protocol.c ------------------------------------------------------------ */
 
-/* Adds Receiver and Sender to m. */
-int fastsock_py_xfer_init(PyObject *m);
+/* Adds sendallv, find, split, split_offsets, Reader and TooLongError to m. */
+int fastsock_py_protocol_init(PyObject *m);
 
 #endif

@@ -49,11 +49,13 @@ int fastsock_py_is_recv(const char *fn)
     return strncmp(fn, "recv", 4) == 0;
 }
 
-/* recvall, recvall_into, sendall and sendfile promise all or nothing, which a
- * non-blocking socket cannot give: they refuse it as socket.sendfile does. */
+/* recvall, recvall_into, sendall, sendallv, sendfile and recvfile promise
+ * all or nothing, which a non-blocking socket cannot give: they refuse it as
+ * socket.sendfile does. Reader.readuntil may answer "not yet" instead: what
+ * came stays in the Reader. */
 static int fastsock_py_is_bulk(const char *fn)
 {
-    return strcmp(fn, "recv_into") != 0 && strcmp(fn, "send") != 0;
+    return strcmp(fn, "recv_into") != 0 && strcmp(fn, "send") != 0 && strcmp(fn, "readuntil") != 0;
 }
 
 /* An ssl.SSLSocket hands out its raw fd, and bytes moved on it would bypass
@@ -395,6 +397,9 @@ int fastsock_py_parse(const fastsock_py_params *p, PyObject *const *args, Py_ssi
                          "argument%s (and %zd keyword-only argument%s) were given",
                          p->fn, p->nrequired, p->npos, nargs, nargs != 1 ? "s" : "", kwonly,
                          kwonly != 1 ? "s" : "");
+        else if (p->nrequired == p->npos)
+            PyErr_Format(PyExc_TypeError, "%s() takes %zd positional argument%s but %zd %s given",
+                         p->fn, p->npos, p->npos != 1 ? "s" : "", nargs, nargs == 1 ? "was" : "were");
         else
             PyErr_Format(PyExc_TypeError,
                          "%s() takes from %zd to %zd positional arguments but %zd %s given",

@@ -12,31 +12,70 @@
 #include <errno.h>
 #include <stddef.h>
 
-/* recvall: one bytes object at the final size, filled in place by the core
- * without the GIL; on failure shrunk (no copy) to what arrived. */
-PyObject *fastsock_py_recvall(int fd, PyObject *n_obj, fastsock_ctl *ctl)
+Py_ssize_t fastsock_py_alloc_size(PyObject *n_obj, const char *fn)
 {
-    /* The RECVALL_CTL typemap hands over the ctl inside the call record. */
-    fastsock_py_call *call = (fastsock_py_call *)((char *)ctl - offsetof(fastsock_py_call, ctl));
     PyObject *num = PyNumber_Index(n_obj);
     if (num == NULL)
-        return NULL;
+        return -1;
     int sign = _PyLong_Sign(num);
     Py_ssize_t n = PyLong_AsSsize_t(num);
     Py_DECREF(num);
     if (sign < 0) {
-        PyErr_SetString(PyExc_ValueError, "recvall() argument 'n' must not be negative");
-        return NULL;
+        PyErr_Format(PyExc_ValueError, "%s() argument 'n' must not be negative", fn);
+        return -1;
     }
     if (n == -1 && PyErr_Occurred()) {
         /* More than any allocation can hold: the same MemoryError as a size
          * that fits but cannot be allocated. */
         if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
             PyErr_Clear();
-            PyErr_Format(PyExc_MemoryError, "recvall() cannot allocate %R bytes", n_obj);
+            PyErr_Format(PyExc_MemoryError, "%s() cannot allocate %R bytes", fn, n_obj);
         }
-        return NULL;
+        return -1;
     }
+    return n;
+}
+
+void fastsock_py_fresh_failed(PyObject *bytes, fastsock_result rc, const fastsock_py_call *call,
+                              const char *fn)
+{
+    /* A signal handler's exception may be pending: resize with it set aside.
+     * Shrinking reallocates in place (mremap for large sizes): no copy. */
+    int resized;
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *pending = PyErr_GetRaisedException();
+    resized = _PyBytes_Resize(&bytes, (Py_ssize_t)call->ctl.moved);
+    if (resized < 0)
+        Py_XDECREF(pending);
+    else
+        PyErr_SetRaisedException(pending);
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    resized = _PyBytes_Resize(&bytes, (Py_ssize_t)call->ctl.moved);
+    if (resized < 0) {
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+    } else {
+        PyErr_Restore(type, value, tb);
+    }
+#endif
+    if (resized < 0)
+        return; /* bytes is gone and MemoryError set */
+    fastsock_py_raise(rc, call, fn, bytes);
+    Py_DECREF(bytes);
+}
+
+/* recvall: one bytes object at the final size, filled in place by the core
+ * without the GIL; on failure shrunk (no copy) to what arrived. */
+PyObject *fastsock_py_recvall(int fd, PyObject *n_obj, fastsock_ctl *ctl)
+{
+    /* The RECVALL_CTL typemap hands over the ctl inside the call record. */
+    fastsock_py_call *call = (fastsock_py_call *)((char *)ctl - offsetof(fastsock_py_call, ctl));
+    Py_ssize_t n = fastsock_py_alloc_size(n_obj, "recvall");
+    if (n < 0)
+        return NULL;
     PyObject *bytes = PyBytes_FromStringAndSize(NULL, n); /* not zero-filled */
     if (bytes == NULL)
         return NULL;
@@ -50,32 +89,7 @@ PyObject *fastsock_py_recvall(int fd, PyObject *n_obj, fastsock_ctl *ctl)
     Py_END_ALLOW_THREADS
     if (rc >= 0)
         return bytes;
-    /* A signal handler's exception may be pending: resize with it set aside.
-     * Shrinking reallocates in place (mremap for large sizes): no copy. */
-    int resized;
-#if PY_VERSION_HEX >= 0x030C0000
-    PyObject *pending = PyErr_GetRaisedException();
-    resized = _PyBytes_Resize(&bytes, (Py_ssize_t)ctl->moved);
-    if (resized < 0)
-        Py_XDECREF(pending);
-    else
-        PyErr_SetRaisedException(pending);
-#else
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    resized = _PyBytes_Resize(&bytes, (Py_ssize_t)ctl->moved);
-    if (resized < 0) {
-        Py_XDECREF(type);
-        Py_XDECREF(value);
-        Py_XDECREF(tb);
-    } else {
-        PyErr_Restore(type, value, tb);
-    }
-#endif
-    if (resized < 0)
-        return NULL; /* bytes is gone and MemoryError set */
-    fastsock_py_raise(rc, call, "recvall", bytes);
-    Py_DECREF(bytes);
+    fastsock_py_fresh_failed(bytes, rc, call, "recvall");
     return NULL;
 }
 
@@ -205,5 +219,7 @@ int fastsock_py_init(PyObject *m)
         }
     }
     Py_DECREF(package);
+    if (fastsock_py_protocol_init(m) < 0)
+        return -1;
     return fastsock_py_xfer_init(m);
 }

@@ -28,6 +28,12 @@ PyObject *fastsock_py_incomplete(PyObject *partial, size_t expected, size_t nbyt
                                  (Py_ssize_t)nbytes);
 }
 
+PyObject *fastsock_py_incomplete_line(PyObject *partial)
+{
+    PyObject *cls = fastsock_py_incomplete_error ? fastsock_py_incomplete_error : PyExc_EOFError;
+    return PyObject_CallFunction(cls, "OOn", partial, Py_None, PyBytes_GET_SIZE(partial));
+}
+
 void fastsock_py_set_errno(int err)
 {
     /* OSError(errno, message) picks the subclass (ConnectionResetError, ...)

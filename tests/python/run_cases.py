@@ -11,6 +11,7 @@ line, shutdown, reading the sink's answer) uses Python's own socket module.
 
 import argparse
 import errno
+import io
 import os
 import socket
 import subprocess
@@ -23,11 +24,18 @@ LANG = "python"
 UNIT = 65521
 
 STEP_OPS = {"recv_steps", "recv_steps_into", "send_steps", "sendfile_steps"}
-OPS = {"recvall", "recvall_into", "recv_into", "send", "sendall", "sendfile"} | STEP_OPS
-EXPECTS = {"ok", "closed", "timeout", "reset", "peer_gone", "badarg", "badsock", "nomem", "wouldblock"}
+# The protocol round's ops (issue 17): run by run_protocol_case.
+PROTOCOL_OPS = {"sendallv", "recvfile", "readuntil"}
+SEARCH_OPS = {"find", "split"}  # no connection
+OPS = {"recvall", "recvall_into", "recv_into", "send", "sendall", "sendfile"} | STEP_OPS \
+    | PROTOCOL_OPS | SEARCH_OPS
+EXPECTS = {"ok", "closed", "timeout", "reset", "peer_gone", "badarg", "badsock", "nomem", "wouldblock",
+           "toolong", "badfile"}
+REFUSED = {"badarg", "badsock", "nomem", "badfile"}
 SOCKS = {"fd", "int", "notsock", "closed"}
-RECV_OPS = {"recvall", "recvall_into", "recv_into", "recv_steps", "recv_steps_into"}
-SEND_OPS = {"send", "sendall", "sendfile", "send_steps", "sendfile_steps"}
+RECV_OPS = {"recvall", "recvall_into", "recv_into", "recv_steps", "recv_steps_into", "recvfile",
+            "readuntil"}
+SEND_OPS = {"send", "sendall", "sendfile", "send_steps", "sendfile_steps", "sendallv"}
 # A progressive op is checked as the blocking call it steps through.
 LIKE = {"recv_steps": "recvall", "recv_steps_into": "recvall_into", "send_steps": "sendall",
         "sendfile_steps": "sendfile"}
@@ -43,6 +51,11 @@ OP_KEYS = {
     "recv_steps_into": {"n", "bufsize", "offset", "budget", "steps_min"},
     "send_steps": {"datalen", "offset", "count", "budget", "steps_min"},
     "sendfile_steps": {"file", "offset", "count", "budget", "steps_min"},
+    "sendallv": {"pieces"},
+    "recvfile": {"file", "n", "offset"},
+    "readuntil": {"delim", "max", "repeat", "then"},
+    "find": {"hay", "needle", "from"},
+    "split": {"hay", "sep"},
 }
 COMMON_KEYS = {"op", "req", "sock", "timeout", "expect", "result", "result_max", "moved", "moved_min"}
 ALL_KEYS = COMMON_KEYS.union(*OP_KEYS.values())
@@ -52,10 +65,11 @@ REQ_KEYS = {
     "sink": {"seed", "off", "pause_ms", "reset"},
 }
 # The ops that take timeout=; the others get the socket's own (settimeout).
-TIMEOUT_KW = {"recvall", "recvall_into", "sendall"}
-INT_KEYS = {"n", "offset", "count"}  # any integer: negative and huge values are cases
-NONNEG_KEYS = {"bufsize", "datalen", "result", "result_max", "moved", "moved_min", "cycles_max",
-               "budget", "steps_min"}
+TIMEOUT_KW = {"recvall", "recvall_into", "sendall", "sendallv", "recvfile", "readuntil"}
+INT_KEYS = {"n", "offset", "count", "from", "result"}  # any integer: negative values are cases
+NONNEG_KEYS = {"bufsize", "datalen", "result_max", "moved", "moved_min", "cycles_max",
+               "budget", "steps_min", "max", "repeat", "then"}
+HEX_KEYS = {"delim", "needle", "sep"}  # hex bytes, or "empty"
 
 
 class CaseError(Exception):
@@ -88,6 +102,79 @@ def parse_request(name, req):
     return mode, values
 
 
+def hex_bytes(name, spec):
+    if spec == "empty":
+        return b""
+    try:
+        if not spec:
+            raise ValueError
+        return bytes.fromhex(spec)
+    except ValueError:
+        raise CaseError(f"{name}: bad hex bytes {spec!r}") from None
+
+
+def parse_pieces(name, spec):
+    """pieces=64:16777216:2, LEN*K, none, x: a list of lengths, None for an x."""
+    if spec == "none":
+        return []
+    out = []
+    for word in spec.split(":"):
+        if word == "x":
+            out.append(None)
+            continue
+        length, star, times = word.partition("*")
+        if not length.isdigit() or (star and not times.isdigit()):
+            raise CaseError(f"{name}: bad piece {word!r}")
+        out.extend([int(length)] * (int(times) if star else 1))
+    return out
+
+
+def parse_hay(name, spec):
+    if spec == "empty":
+        return b""
+    kind, _, rest = spec.partition(":")
+    if kind == "hex":
+        return hex_bytes(name, rest)
+    if kind == "stream":
+        length, colon, seed = rest.partition(":")
+        if colon and length.isdigit() and seed.isdigit():
+            return stream(int(seed), 0, int(length))
+    raise CaseError(f"{name}: unknown hay {spec!r}")
+
+
+def validate_protocol(name, keys, op):
+    for key in HEX_KEYS & keys.keys():
+        hex_bytes(name, keys[key])
+    if op in SEARCH_OPS:
+        if "req" in keys or "sock" in keys or "timeout" in keys:
+            raise CaseError(f"{name}: {op} makes no connection")
+        for key in ("hay", "sep" if op == "split" else "needle"):
+            if key not in keys:
+                raise CaseError(f"{name}: {op} needs {key}")
+        hay = keys["hay"]
+        kind, _, rest = hay.partition(":")
+        length, _, seed = rest.partition(":")
+        if not (hay == "empty" or kind == "hex" or (kind == "stream" and length.isdigit() and seed.isdigit())):
+            raise CaseError(f"{name}: unknown hay {hay!r}")
+        if kind == "hex":
+            hex_bytes(name, rest)
+        return
+    if op == "sendallv":
+        if "pieces" not in keys:
+            raise CaseError(f"{name}: sendallv needs pieces")
+        parse_pieces(name, keys["pieces"])
+    elif op == "recvfile":
+        spec = keys.get("file", "")
+        kind, colon, size = spec.partition(":")
+        if not (spec in ("empty", "pipe") or (kind in ("regular", "append", "readonly") and size.isdigit())):
+            raise CaseError(f"{name}: unknown recvfile file {spec!r}")
+        if "n" not in keys:
+            raise CaseError(f"{name}: recvfile needs n")
+    elif op == "readuntil":
+        if "delim" not in keys or "max" not in keys:
+            raise CaseError(f"{name}: readuntil needs delim and max")
+
+
 def validate(name, keys):
     op = keys.get("op")
     if op not in OPS:
@@ -97,11 +184,16 @@ def validate(name, keys):
             raise CaseError(f"{name}: key {key!r} does not apply to {op}")
     if keys.get("expect") not in EXPECTS:
         raise CaseError(f"{name}: unknown or missing expect {keys.get('expect')!r}")
-    if "req" not in keys:
+    if op in PROTOCOL_OPS | SEARCH_OPS:
+        validate_protocol(name, keys, op)
+    if op in SEARCH_OPS:
+        pass
+    elif "req" not in keys:
         raise CaseError(f"{name}: no req")
-    mode, _ = parse_request(name, keys["req"])
-    if (mode == "gen") != (op in RECV_OPS):
-        raise CaseError(f"{name}: {op} needs a {'gen' if op in RECV_OPS else 'sink'} request")
+    else:
+        mode, _ = parse_request(name, keys["req"])
+        if (mode == "gen") != (op in RECV_OPS):
+            raise CaseError(f"{name}: {op} needs a {'gen' if op in RECV_OPS else 'sink'} request")
     if keys.get("sock", "fd") not in SOCKS:
         raise CaseError(f"{name}: unknown sock {keys['sock']!r}")
     for key in INT_KEYS & keys.keys():
@@ -232,6 +324,10 @@ def classify(exc, fastsock):
     """The case file's word for an exception."""
     if isinstance(exc, fastsock.IncompleteError):
         return "closed"
+    if isinstance(exc, fastsock.TooLongError):
+        return "toolong"
+    if isinstance(exc, io.UnsupportedOperation):  # recvfile: a file not open for writing
+        return "badfile"
     if isinstance(exc, TimeoutError):
         return "timeout"
     if isinstance(exc, BlockingIOError):
@@ -242,7 +338,7 @@ def classify(exc, fastsock):
         return "peer_gone"
     if isinstance(exc, MemoryError):
         return "nomem"
-    if isinstance(exc, ValueError):
+    if isinstance(exc, (ValueError, TypeError)):  # the contract's bad arguments
         return "badarg"
     if isinstance(exc, OSError) and exc.errno in (errno.ENOTSOCK, errno.EBADF):
         return "badsock"
@@ -287,6 +383,10 @@ def make_file(spec, seed, cleanup):
 
 
 def run_case(server, keys, fastsock):
+    if keys["op"] in SEARCH_OPS:
+        return run_search_case(keys, fastsock)
+    if keys["op"] in PROTOCOL_OPS:
+        return run_protocol_case(server, keys, fastsock)
     op, expect = keys["op"], keys["expect"]
     _, req = parse_request("", keys["req"])
     seed, off = int(req.get("seed", 0)), int(req.get("off", 0))
@@ -434,6 +534,270 @@ def run_case(server, keys, fastsock):
     finally:
         for close in reversed(cleanup):
             close()
+
+
+def check_outcome(keys, result, exc, fastsock, moved=None):
+    """expect, result, moved and moved_min against what a call did; returns
+    the bytes moved (0 for a refused call). moved: the runner's own count
+    of a failed call's progress, when it is more than the exception's."""
+    expect = keys["expect"]
+    if exc is None:
+        check(expect == "ok", f"returned {_short(result)}, expected {expect}")
+        check(isinstance(result, int), f"returned {type(result).__name__}")
+        if "result" in keys:
+            check(result == int(keys["result"]), f"result {result}, expected {keys['result']}")
+        if "result_max" in keys:
+            check(0 < result <= int(keys["result_max"]), f"result {result}, expected 1..{keys['result_max']}")
+        return result
+    got = classify(exc, fastsock)
+    if expect == "peer_gone" and got == "reset":
+        got = "peer_gone"  # EPIPE or ECONNRESET: whichever the kernel saw first
+    check(got == expect, f"raised {exc!r}, expected {expect}")
+    nbytes = getattr(exc, "nbytes", None)
+    if expect in REFUSED:
+        check(nbytes in (None, 0), f"{nbytes} bytes moved before refusing")
+        moved = 0
+    else:
+        check(isinstance(nbytes, int), f"{exc!r} has no nbytes")
+        moved = nbytes if moved is None else moved
+    if "moved" in keys:
+        check(moved == int(keys["moved"]), f"moved {moved}, expected {keys['moved']}")
+    if "moved_min" in keys:
+        check(moved >= int(keys["moved_min"]), f"moved {moved}, expected >= {keys['moved_min']}")
+    return moved
+
+
+def sink_answer(conn):
+    """Shuts down writing and reads the sink's `got=N match=M`."""
+    conn.shutdown(socket.SHUT_WR)
+    answer = b""
+    while not answer.endswith(b"\n"):
+        chunk = conn.recv(256)
+        if not chunk:
+            break
+        answer += chunk
+    fields = dict(w.split("=", 1) for w in answer.decode().split())
+    check("got" in fields and "match" in fields, f"sink answered {answer!r}")
+    return int(fields["got"]), int(fields["match"])
+
+
+def make_pieces(keys, seed):
+    """sendallv's buffers over consecutive stream bytes, of several buffer
+    types in turn (bytes, bytearray, memoryview slices, array), and None for
+    an x."""
+    import array
+    lengths = parse_pieces("", keys["pieces"])
+    data = stream(seed, 0, sum(n for n in lengths if n is not None))
+    view = memoryview(data)
+    pieces, at = [], 0
+    for i, n in enumerate(lengths):
+        if n is None:
+            pieces.append(None)
+            continue
+        kind = i % 4
+        if kind == 0 or n > 1 << 20:
+            pieces.append(view[at:at + n])  # large ones: no copy
+        elif kind == 1:
+            pieces.append(bytes(view[at:at + n]))
+        elif kind == 2:
+            pieces.append(bytearray(view[at:at + n]))
+        else:
+            pieces.append(array.array("B", view[at:at + n]))
+        at += n
+    return pieces
+
+
+def recvfile_target(spec, cleanup):
+    """recvfile's file (a file object, or the pipe's write end as an int fd),
+    the bytes of 0xA5 it starts with, and the pipe's read end (None)."""
+    if spec == "pipe":
+        r, w = os.pipe()
+        reader = os.fdopen(r, "rb")
+        cleanup.append(reader.close)
+        writer = os.fdopen(w, "wb", buffering=0)  # closed after the call, to read to the end
+        cleanup.append(writer.close)
+        return writer, 0, reader
+    kind, _, size = spec.partition(":")
+    prefill = int(size) if size else 0
+    fd, path = tempfile.mkstemp(prefix="fastsock-recvfile-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(b"\xa5" * prefill)
+    mode = {"append": "a+b", "readonly": "rb"}.get(kind, "r+b")
+    f = open(path, mode)
+    os.unlink(path)
+    cleanup.append(f.close)
+    if kind != "append":
+        f.seek(0)
+    return f, prefill, None
+
+
+def run_protocol_case(server, keys, fastsock):
+    """sendallv, recvfile and readuntil, with the C runner's checks
+    (tests/c/run_cases.c, run_more)."""
+    op, expect = keys["op"], keys["expect"]
+    _, req = parse_request("", keys["req"])
+    seed, off = int(req.get("seed", 0)), int(req.get("off", 0))
+    kind = keys.get("sock", "fd")
+    timeout = float(keys["timeout"]) if "timeout" in keys else None
+    cleanup = []
+    try:
+        # Built before connecting, as for the sends (the sink's pause starts
+        # at the connection).
+        pieces = make_pieces(keys, seed) if op == "sendallv" else None
+        conn = server.connect(keys["req"].replace(",", " "))
+        cleanup.append(conn.close)
+        if kind == "fd":
+            target = conn
+        elif kind == "int":
+            target = conn.fileno()
+        elif kind == "notsock":
+            nf = tempfile.TemporaryFile()
+            cleanup.append(nf.close)
+            target = nf.fileno()
+        else:
+            target = socket.socket()
+            target.close()
+        kwargs = {}
+        if timeout is not None:
+            if kind == "fd" and op != "sendallv":
+                conn.settimeout(timeout)  # the socket's own timeout
+            else:
+                kwargs["timeout"] = timeout
+
+        def arg(key, default=None):
+            return int(keys[key]) if key in keys else default
+
+        result = exc = None
+        consumed = 0  # stream bytes the checks have seen
+        if op == "sendallv":
+            try:
+                result = fastsock.sendallv(target, pieces, **kwargs)
+            except Exception as e:  # judged below against the case
+                exc = e
+            moved = check_outcome(keys, result, exc, fastsock)
+            if expect != "peer_gone":
+                conn.settimeout(30)
+                got, match = sink_answer(conn)
+                check(got == moved, f"sink got {got}, the call reported {moved}")
+                check(match == got, f"sink matched {match} of {got}")
+            return
+
+        if op == "recvfile":
+            spec = keys["file"]
+            file, prefill, pipe_r = recvfile_target(spec, cleanup)
+            offset = arg("offset")
+            try:
+                result = fastsock.recvfile(target, file, arg("n"), offset, **kwargs)
+            except Exception as e:
+                exc = e
+            moved = check_outcome(keys, result, exc, fastsock)
+            if isinstance(exc, fastsock.IncompleteError):
+                check(exc.partial is None, "recvfile's IncompleteError carries bytes, not a count")
+            refused = expect in REFUSED
+            at = prefill if spec.startswith("append") else (offset or 0)
+            if pipe_r is not None:
+                file.close()
+                content = pipe_r.read()
+                check(content == stream(seed, off, moved), "the pipe's bytes differ from the stream")
+            else:
+                content = os.pread(file.fileno(), os.fstat(file.fileno()).st_size, 0)
+                if not refused:
+                    want_len = max(prefill, at + moved)
+                    check(len(content) == want_len, f"the file holds {len(content)} bytes, expected {want_len}")
+                    check(content[at:at + moved] == stream(seed, off, moved),
+                          "the file's bytes differ from the stream")
+                    outside = content[:at] + content[at + moved:]
+                    check(outside.count(0xA5) == len(outside), "bytes of the file outside the range were written")
+                    # As for sendfile: offset + moved whenever bytes moved;
+                    # an appending file stands at its end.
+                    want_pos = (at + moved) if moved > 0 or spec.startswith("append") else at
+                    check(file.tell() == want_pos, f"file position {file.tell()}, expected {want_pos}")
+            consumed = moved
+        else:  # readuntil
+            delim = hex_bytes("", keys["delim"])
+            reader = fastsock.Reader(target)
+            total = 0  # bytes handed out: the lines, and a partial one
+
+            def handed_out(got, what):
+                nonlocal total
+                check(type(got) is bytes, f"{what} is {type(got).__name__}, not bytes")
+                check(got == stream(seed, off + total, len(got)), f"{what} differs from the stream")
+                total += len(got)
+
+            try:
+                for i in range(arg("repeat", 1)):
+                    try:
+                        line = reader.readuntil(delim, arg("max"), **kwargs)
+                    except fastsock.IncompleteError as e:
+                        handed_out(e.partial, f"the partial line {i + 1}")
+                        check(e.nbytes == len(e.partial), f"nbytes {e.nbytes} for a partial of {len(e.partial)}")
+                        raise
+                    except (TimeoutError, OSError, ValueError) as e:
+                        # nothing handed out: the bytes stay in the reader
+                        nbytes = getattr(e, "nbytes", 0)
+                        check(nbytes == 0, f"{e!r} reports {nbytes} bytes handed out")
+                        raise
+                    handed_out(line, f"line {i + 1}")
+                    check(line.endswith(delim), f"line {i + 1} does not end with the delimiter")
+                result = total
+            except Failure:
+                raise
+            except Exception as e:
+                exc = e
+            check_outcome(keys, result, exc, fastsock, moved=total)
+            then = arg("then", 0)
+            if then:
+                conn.settimeout(30)
+                body = reader.recvall(then, timeout=30)
+                check(body == stream(seed, off + total, then),
+                      f"the {then} bytes after the line(s) differ from the stream")
+            consumed = total + then
+        if expect in REFUSED:
+            conn.settimeout(30)
+            first = conn.recv(1)
+            check(first == stream(seed, off + consumed, 1), "a refused call consumed data")
+    finally:
+        for close in reversed(cleanup):
+            close()
+
+
+def run_search_case(keys, fastsock):
+    """find and split: no connection; the checks of the C runner's run_search,
+    plus Python's own bytes.find / bytes.split as the reference."""
+    op, expect = keys["op"], keys["expect"]
+    hay = parse_hay("", keys["hay"])
+    needle = hex_bytes("", keys["sep" if op == "split" else "needle"])
+    start = int(keys.get("from", 0))
+    result = exc = None
+    try:
+        if op == "find":
+            # over a bytearray: any buffer, not only bytes
+            result = fastsock.find(bytearray(hay), needle, start)
+        else:
+            fields = fastsock.split(hay, needle)
+            ends = fastsock.split_offsets(hay, needle)
+            result = len(fields)
+    except Exception as e:
+        exc = e
+    if exc is not None:
+        check(classify(exc, fastsock) == expect, f"raised {exc!r}, expected {expect}")
+        return
+    check(expect == "ok", f"returned {result!r}, expected {expect}")
+    check(result == int(keys["result"]), f"result {result}, expected {keys['result']}")
+    if op == "find":
+        check(result == hay.find(needle, start), f"bytes.find says {hay.find(needle, start)}")
+        if result >= 0:
+            check(hay[result:result + len(needle)] == needle, f"no needle at {result}")
+        return
+    check(len(fields) == len(hay.split(needle)), f"bytes.split makes {len(hay.split(needle))} fields")
+    check(all(type(f) is memoryview and f.obj is hay for f in fields), "split's fields are not views of the hay")
+    check(needle.join(bytes(f) for f in fields) == hay, "the fields joined with sep are not the hay")
+    check(len(ends) == len(fields), f"split_offsets gave {len(ends)} ends for {len(fields)} fields")
+    start = 0
+    for f, end in zip(fields, ends):
+        check(hay[start:end] == f, "split_offsets' fields differ from split's")
+        start = end + len(needle)
+    check(ends[-1] == len(hay), "the last field does not end at the hay's end")
 
 
 class _Stepped:

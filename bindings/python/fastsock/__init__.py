@@ -7,6 +7,12 @@ allocated once, with the GIL released for the whole transfer:
     fastsock.recvall_into(sock, buf, n, offset)   # into your own buffer
     fastsock.sendall(sock, data, offset, count)   # no slicing copy
     fastsock.sendfile(sock, file)                 # the kernel copies
+    fastsock.sendallv(sock, [head, body, b"\r\n"])  # one stream, no join
+    fastsock.recvfile(sock, file, n)              # socket to file, in the kernel
+
+and for protocols: ``Reader(sock)`` reads a line up to a delimiter, then a
+body straight from the socket (``readuntil``, ``recvall``); ``find``,
+``split`` and ``split_offsets`` search any buffer without copying it.
 
 A ``sock`` is a ``socket.socket``, any object with ``fileno()``, or an int
 file descriptor. Its own timeout (``sock.gettimeout()``) bounds each whole
@@ -21,11 +27,14 @@ Twisted ...), and ``fastsock.aio`` has the same calls as awaitables for
 asyncio and uvloop.
 """
 
+import errno as _errno
+import fcntl as _fcntl
 import io as _io
 import operator as _operator
 import os as _os
 import socket as _socket
 import stat as _stat
+import sys as _sys
 import time as _time
 
 from . import _fastsock
@@ -43,6 +52,13 @@ __all__ = [
     "recvall_cycles",
     "Receiver",
     "Sender",
+    "sendallv",
+    "recvfile",
+    "Reader",
+    "TooLongError",
+    "find",
+    "split",
+    "split_offsets",
 ]
 
 
@@ -52,13 +68,17 @@ class IncompleteError(EOFError):
     Like ``asyncio.IncompleteReadError``: ``partial`` holds the bytes that did
     arrive (``recvall``) and ``expected`` the number asked for. For
     ``recvall_into`` the bytes are already in your buffer: ``partial`` is
-    None and ``nbytes`` tells how many were written at the offset.
+    None and ``nbytes`` tells how many were written at the offset. For
+    ``Reader.readuntil``, ``partial`` is the line the stream cut short and
+    ``expected`` is None; for ``recvfile`` the ``nbytes`` bytes are in the
+    file.
     """
 
     def __init__(self, partial, expected, nbytes=None):
         if nbytes is None:
             nbytes = len(partial) if partial is not None else 0
-        super().__init__(f"{nbytes} bytes read on a total of {expected!r} expected bytes")
+        total = "undefined" if expected is None else repr(expected)  # a line: asyncio's word
+        super().__init__(f"{nbytes} bytes read on a total of {total} expected bytes")
         self.partial = partial
         self.expected = expected
         self.nbytes = nbytes
@@ -136,6 +156,16 @@ send = _fastsock.send
 Receiver = _fastsock.Receiver
 Sender = _fastsock.Sender
 
+# The protocol calls (bindings/python/py_protocol.c): C functions and a type,
+# keywords and documentation included. sendallv takes its timeout as the
+# defs below do (keyword-only, the socket's own by default).
+sendallv = _fastsock.sendallv
+Reader = _fastsock.Reader
+TooLongError = _fastsock.TooLongError
+find = _fastsock.find
+split = _fastsock.split
+split_offsets = _fastsock.split_offsets
+
 
 def sendall(sock, data, offset=0, count=None, *, timeout=_OWN):
     """Send all of data[offset:offset + count]; return the number of bytes sent.
@@ -197,6 +227,99 @@ def sendfile(sock, file, offset=0, count=None):
         if sent > 0:
             _set_position(file, fileno, offset + sent)
     return sent
+
+
+def recvfile(sock, file, count, offset=None, *, timeout=_OWN):
+    """Receive exactly count bytes from sock into file; return count.
+
+    The bytes go from the socket into the file with splice(2), without
+    passing through Python or user space; where splice can't serve (a file
+    opened for appending, a pipe, another platform) they are received and
+    written in C. file is a binary file object or an int fd; a file
+    object's own write buffer is flushed first.
+
+    offset is the byte offset in the file where the bytes go; None means
+    the file's current position (``file.tell()``). Afterwards the position
+    is ``offset + moved`` whenever bytes moved, also after an error, as
+    ``sendfile`` leaves it. A file opened for appending, or a pipe, is
+    written where it stands: offset must then be None (or 0).
+
+    timeout: as for recvall; it bounds the whole call.
+
+    Raises:
+        IncompleteError: the stream ended first; ``.nbytes`` bytes are in
+            the file (``.partial`` is None).
+        TimeoutError, OSError: with ``.nbytes``, the bytes written; what
+            was written stays written.
+        io.UnsupportedOperation: file is not open for writing (an OSError
+            with errno EBADF, and a ValueError); nothing was received.
+        ValueError: a negative count or offset, an offset for a file
+            opened for appending or a pipe, a text-mode file, a
+            non-blocking socket.
+    """
+    if "b" not in getattr(file, "mode", "b"):
+        raise ValueError("file should be opened in binary mode")
+    count = _operator.index(count)
+    if count < 0:
+        raise ValueError("recvfile() argument 'count' must not be negative")
+    if count > _sys.maxsize:
+        raise ValueError("recvfile() argument 'count' is beyond what one call can move")
+    if isinstance(file, int):
+        fileno = file
+    else:
+        flush = getattr(file, "flush", None)
+        if flush is not None:
+            flush()
+        fileno = file.fileno()
+    st = _os.fstat(fileno)
+    appending = _fcntl.fcntl(fileno, _fcntl.F_GETFL) & _os.O_APPEND
+    positioned = (_stat.S_ISREG(st.st_mode) or _stat.S_ISBLK(st.st_mode)) and not appending
+    if offset is None:
+        if not positioned:
+            offset = 0  # written where it stands
+        elif isinstance(file, int):
+            offset = _os.lseek(fileno, 0, _os.SEEK_CUR)
+        else:
+            offset = file.tell()
+    else:
+        offset = _operator.index(offset)
+    moved = 0
+    try:
+        moved = _fastsock.recvfile(sock, fileno, offset, count, ... if timeout is _OWN else timeout)
+    except OSError as exc:
+        moved = getattr(exc, "nbytes", 0)
+        if exc.errno == _errno.EBADF and moved == 0 and not _writable(fileno):
+            raise _io.UnsupportedOperation(
+                _errno.EBADF, "recvfile(): the file is not open for writing") from None
+        if exc.errno == _errno.ESPIPE:
+            raise ValueError("recvfile() argument 'offset': a file opened for appending, or a "
+                             "pipe, is written where it stands (offset None)") from None
+        raise
+    except BaseException as exc:
+        moved = getattr(exc, "nbytes", 0)
+        raise
+    finally:
+        if moved > 0 and positioned:
+            _set_written_position(file, fileno, offset + moved)
+    return moved
+
+
+def _writable(fileno):
+    try:
+        return _fcntl.fcntl(fileno, _fcntl.F_GETFL) & _os.O_ACCMODE != _os.O_RDONLY
+    except OSError:
+        return False  # not open at all: no file to write either
+
+
+def _set_written_position(file, fileno, position):
+    # The file changed under a file object that may hold a read-ahead of the
+    # old bytes; a seek from the end drops it (a seek within the buffer would
+    # keep it), then the position is set.
+    if isinstance(file, int):
+        _os.lseek(fileno, position, _os.SEEK_SET)
+    elif hasattr(file, "seek"):
+        file.seek(0, _os.SEEK_END)
+        file.seek(position)
 
 
 def recvall_cycles():

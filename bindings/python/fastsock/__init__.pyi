@@ -1,4 +1,6 @@
 import socket
+from array import array
+from collections.abc import Iterable
 from typing import Literal, Protocol, Union
 
 from _typeshed import ReadableBuffer, WriteableBuffer
@@ -26,13 +28,23 @@ __all__ = [
     "recvall_cycles",
     "Receiver",
     "Sender",
+    "sendallv",
+    "recvfile",
+    "Reader",
+    "TooLongError",
+    "find",
+    "split",
+    "split_offsets",
 ]
 
 class IncompleteError(EOFError):
     partial: bytes | None
-    expected: int
+    expected: int | None
     nbytes: int
-    def __init__(self, partial: bytes | None, expected: int, nbytes: int | None = ...) -> None: ...
+    def __init__(self, partial: bytes | None, expected: int | None, nbytes: int | None = ...) -> None: ...
+
+class TooLongError(ValueError):
+    nbytes: int
 
 def recvall(sock: _Socket, n: int, *, timeout: _Timeout = ...) -> bytes: ...
 def recvall_into(
@@ -55,6 +67,33 @@ def sendall(
 ) -> int: ...
 def sendfile(sock: _Socket, file: _File, offset: int = ..., count: int | None = ...) -> int: ...
 def recvall_cycles() -> int: ...
+def sendallv(sock: _Socket, buffers: Iterable[ReadableBuffer], *, timeout: _Timeout = ...) -> int: ...
+def recvfile(
+    sock: _Socket,
+    file: _HasFileno | int,
+    count: int,
+    offset: int | None = ...,
+    *,
+    timeout: _Timeout = ...,
+) -> int: ...
+def find(buf: ReadableBuffer, needle: ReadableBuffer, start: int = ...) -> int: ...
+def split(buf: ReadableBuffer, sep: ReadableBuffer) -> list[memoryview]: ...
+def split_offsets(buf: ReadableBuffer, sep: ReadableBuffer) -> array[int]: ...
+
+class Reader:
+    def __init__(self, sock: _Socket) -> None: ...
+    @property
+    def buffered(self) -> int: ...
+    def readuntil(self, delim: ReadableBuffer = ..., max: int = ..., *, timeout: _Timeout = ...) -> bytes: ...
+    def recvall(self, n: int, *, timeout: _Timeout = ...) -> bytes: ...
+    def recvall_into(
+        self,
+        buffer: WriteableBuffer,
+        nbytes: int | None = ...,
+        offset: int = ...,
+        *,
+        timeout: _Timeout = ...,
+    ) -> int: ...
 
 class _Transfer:
     """A progressive transfer: step() each time the socket is ready for .want."""
