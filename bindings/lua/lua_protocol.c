@@ -413,7 +413,6 @@ static int reader_recvall(lua_State *L)
     lua_Integer n = luaL_checkinteger(L, 2);
     luaL_argcheck(L, n >= 0, 2, "negative size");
     int64_t timeout_ms = fastsock_lua_check_timeout(L, 3, 0);
-    check_reader_sock(L, rd);
     size_t held = fastsock_reader_buffered(&rd->r);
     if ((size_t)n <= held) {
         /* The whole body is in the look-ahead (buf[start, end), fastsock.h):
@@ -422,6 +421,7 @@ static int reader_recvall(lua_State *L)
         rd->r.start += (size_t)n;
         return 1;
     }
+    check_reader_sock(L, rd); /* only now: the look-ahead's bytes need no socket */
     fastsock_lua_check_unclaimed(L, rd->r.fd, FASTSOCK_WANT_READ, 1);
     if (fastsock_lua_waitmode(L) != WAIT_BLOCK) {
         lua_settop(L, 3);
@@ -482,7 +482,6 @@ static int reader_recvall_into(lua_State *L)
     size_t count = fastsock_lua_opt_count(L, 3);
     size_t offset = fastsock_lua_opt_start(L, 4);
     int64_t timeout_ms = fastsock_lua_check_timeout(L, 5, 0);
-    check_reader_sock(L, rd);
     /* The whole range, before the look-ahead moves into it. */
     luaL_argcheck(L, offset <= b->len, 4, "index out of range for the buffer");
     if (count == FASTSOCK_ALL)
@@ -495,6 +494,7 @@ static int reader_recvall_into(lua_State *L)
         lua_pushinteger(L, (lua_Integer)count);
         return 1;
     }
+    check_reader_sock(L, rd);
     fastsock_lua_check_unclaimed(L, rd->r.fd, FASTSOCK_WANT_READ, 1);
     if (fastsock_lua_waitmode(L) != WAIT_BLOCK) {
         fastsock_reader_recvall(&rd->r, b->data, b->len, offset, held, &from_buffer);
