@@ -1,0 +1,385 @@
+#!/usr/bin/env python3
+"""Python's protocol benchmark (issue 17), run by bench/protocol.py:
+
+    protocol.py --server PATH --rounds N [--quick]
+
+  sendallv_3       64 B + 16 MiB + 2 B to a sink, 4 times per measurement:
+                   fastsock.sendallv([head, body, tail]), one fastsock.sendall
+                   of the bytes joined beforehand (join not timed), and
+                   b"".join (timed) + fastsock.sendall
+  sendallv_100x64  100 pieces of 64 B per op, 2,000 ops (--quick: 500) on one
+                   sink connection: sendallv, a fastsock.sendall per piece
+  recvfile_shm     a 256 MiB stream (--quick: 64 MiB) into a new file in
+  recvfile_disk    /dev/shm, or /var/tmp (no fsync), deleted after:
+                   fastsock.recvfile, and sock.recv_into a reused 1 MiB
+                   bytearray + write of the view to an unbuffered file
+  resp_1k          `resp len=1024`: "GET k\\r\\n", then "$1024\\r\\n" + body +
+                   "\\r\\n", ping-pong, 20,000 requests (--quick: 2,000):
+                   fastsock.Reader (readuntil, recvall(n + 2)), and
+                   sock.makefile("rb") readline() + read(n + 2)
+  resp_1m          the same with 1 MiB bodies, 300 requests (--quick: 50):
+                   the Reader, and fastsock.recvall of the 10-byte header,
+                   then of the body (bare recvall)
+  split_4k         64 MiB (--quick: 16 MiB) of 4096-byte records (4095
+  split_70         filler bytes + "\\n"), or 70-byte ones, in one bytes:
+                   fastsock.split (memoryviews), fastsock.split_offsets
+                   (an array('Q') of field ends), bytes.split(b"\\n")
+
+The request of every resp route goes out with sock.sendall, so that only the
+reading differs. Route order rotates each round. Every bench verifies its
+bytes: the sink's answer (got=N match=M) for sends, the file's size and
+samples of it for recvfile, each reply's framing, first and last bytes (all
+of every 64th), and the record count and records for split. One JSON object
+per measurement on stdout; diagnostics on stderr. rss_base_mb is VmRSS just
+before the measured part (the split's buffer included), rss_peak_mb VmHWM
+after it, reset by writing 5 to /proc/self/clear_refs.
+"""
+import argparse
+import ctypes
+import gc
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import fastsock
+
+MiB = 1 << 20
+UNIT = 65521
+SEED = 17
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+# ---- the stream (tests/README.md) ----------------------------------------------
+
+def make_unit(seed):
+    x = (seed * 2654435761 + 0x7F4A7C15) & 0xFFFFFFFF or 1
+    out = bytearray(UNIT)
+    for i in range(UNIT):
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFFFFFF
+        out[i] = x & 0xFF
+    return bytes(out)
+
+
+_unit = make_unit(SEED)
+
+
+def stream(off, n):
+    phase = off % UNIT
+    return (_unit * ((phase + n) // UNIT + 1))[phase:phase + n]
+
+
+# ---- memory ---------------------------------------------------------------------------
+
+def status_mb(field):
+    with open("/proc/self/status", "rb") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+try:
+    _malloc_trim = ctypes.CDLL(None).malloc_trim
+except (OSError, AttributeError):
+    _malloc_trim = None
+
+
+def reset_peak():
+    """Resets VmHWM to the current RSS, and returns that RSS: the base. Freed
+    memory is given back first, so that one route's does not count in the
+    next one's peak."""
+    gc.collect()
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return status_mb(b"VmRSS:")
+
+
+# ---- the server ---------------------------------------------------------------------------
+
+class Server:
+    def __init__(self, path):
+        self.proc = subprocess.Popen([path], stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("PORT "):
+            self.proc.kill()
+            raise SystemExit(f"the server said {line!r}")
+        self.port = int(line.split()[1])
+
+    def connect(self, request):
+        c = socket.create_connection(("127.0.0.1", self.port))
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        c.sendall(request.encode() + b"\n")
+        return c
+
+    def check_sink(self, c, n, route):
+        c.shutdown(socket.SHUT_WR)
+        answer = b""
+        while not answer.endswith(b"\n"):
+            chunk = c.recv(256)
+            if not chunk:
+                break
+            answer += chunk
+        c.close()
+        fields = dict(w.split("=", 1) for w in answer.decode().split())
+        if int(fields.get("got", -1)) != n or int(fields.get("match", -1)) != n:
+            raise SystemExit(f"{route}: the sink answered {answer!r} for {n} bytes")
+
+    def stop(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as c:
+                c.sendall(b"quit\n")
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+
+
+def emit(bench, route, size, rnd, rate, unit, rss=None):
+    row = {"lang": "python", "bench": bench, "route": route, "size": size, "round": rnd,
+           "rate": round(rate, 1), "unit": unit}
+    if rss is not None:
+        row["rss_peak_mb"], row["rss_base_mb"] = round(rss[0], 1), round(rss[1], 1)
+    print(json.dumps(row), flush=True)
+
+
+def rotate(routes, rnd):
+    k = rnd % len(routes)
+    return routes[k:] + routes[:k]
+
+
+# ---- sendallv ------------------------------------------------------------------------
+
+V3_REPS = 4
+
+
+def bench_sendallv_3(server, rnd):
+    size = 64 + 16 * MiB + 2
+    # Each repetition sends the next `size` bytes of the stream, as a head,
+    # a body and a tail of their own: the sink checks every byte.
+    data = stream(0, size * V3_REPS)
+    sets = [(data[o:o + 64], data[o + 64:o + size - 2], data[o + size - 2:o + size])
+            for o in range(0, size * V3_REPS, size)]
+    del data
+    for route in rotate(["sendallv", "sendall_prejoined", "join_then_sendall"], rnd):
+        joined = [b"".join(parts) for parts in sets] if route == "sendall_prejoined" else None
+        gc.collect()
+        c = server.connect(f"sink seed={SEED}")
+        dt = 0.0
+        for k, parts in enumerate(sets):
+            t0 = time.perf_counter()
+            if route == "sendallv":
+                fastsock.sendallv(c, parts)
+            elif route == "sendall_prejoined":
+                fastsock.sendall(c, joined[k])
+            else:
+                fastsock.sendall(c, b"".join(parts))
+            dt += time.perf_counter() - t0
+        server.check_sink(c, size * V3_REPS, route)
+        del joined
+        emit("sendallv_3", route, size, rnd, size * V3_REPS / dt / 1e6, "MB/s")
+
+
+def bench_sendallv_small(server, rnd, ops):
+    # Each op sends the next 6400 bytes of the stream: the sink checks all.
+    data = stream(0, ops * 6400)
+    ops_pieces = [[data[op * 6400 + k * 64:op * 6400 + (k + 1) * 64] for k in range(100)] for op in range(ops)]
+    for route in rotate(["sendallv", "sendall_per_piece"], rnd):
+        c = server.connect(f"sink seed={SEED}")
+        sendall, sendallv = fastsock.sendall, fastsock.sendallv
+        t0 = time.perf_counter()
+        if route == "sendallv":
+            for pieces in ops_pieces:
+                sendallv(c, pieces)
+        else:
+            for pieces in ops_pieces:
+                for p in pieces:
+                    sendall(c, p)
+        dt = time.perf_counter() - t0
+        server.check_sink(c, ops * 6400, route)
+        emit("sendallv_100x64", route, 6400, rnd, ops / dt, "ops/s")
+
+
+# ---- recvfile ------------------------------------------------------------------------
+
+def recv_stdlib(c, f, n):
+    buf = bytearray(MiB)
+    view = memoryview(buf)
+    left = n
+    while left:
+        got = c.recv_into(buf, min(MiB, left))
+        if not got:
+            raise SystemExit(f"stdlib: the stream ended {left} bytes early")
+        f.write(view[:got])
+        left -= got
+    return n
+
+
+def verify_file(route, path, n):
+    size = os.path.getsize(path)
+    if size != n:
+        raise SystemExit(f"{route}: the file holds {size} of {n} bytes")
+    with open(path, "rb") as f:
+        for off in (0, n // 2, n - 65536):
+            if os.pread(f.fileno(), 65536, off) != stream(off, 65536):
+                raise SystemExit(f"{route}: the file's bytes at {off} differ from the stream")
+
+
+def bench_recvfile(server, bench, directory, rnd, n):
+    for route in rotate(["recvfile", "stdlib"], rnd):
+        path = os.path.join(directory, f"fastsock-protocol-py-{os.getpid()}-{rnd}-{route}")
+        try:
+            with open(path, "wb", buffering=0) as f:
+                c = server.connect(f"gen len={n} seed={SEED}")
+                base = reset_peak()
+                t0 = time.perf_counter()
+                got = fastsock.recvfile(c, f, n) if route == "recvfile" else recv_stdlib(c, f, n)
+                dt = time.perf_counter() - t0
+                peak = status_mb(b"VmHWM:")
+                c.close()
+                if got != n:
+                    raise SystemExit(f"{route}: {got} of {n} bytes")
+            verify_file(route, path, n)
+            emit(bench, route, n, rnd, n / dt / 1e6, "MB/s", (peak, base))
+        finally:
+            if os.path.exists(path):
+                os.unlink(path)
+
+
+# ---- resp ---------------------------------------------------------------------------
+
+REQUEST = b"GET k\r\n"
+
+
+def resp_route(route, c, ops, want):
+    n = len(want)
+    sendall = c.sendall
+    bodies = []  # a sample, verified after the clock stops
+    t0 = time.perf_counter()
+    if route == "reader":
+        r = fastsock.Reader(c)
+        readuntil, recvall = r.readuntil, r.recvall
+        for k in range(ops):
+            sendall(REQUEST)
+            header = readuntil(b"\r\n")
+            body = recvall(int(header[1:-2]) + 2)
+            if body[:8] != want[:8] or body[-10:] != want[-8:] + b"\r\n":
+                raise SystemExit(f"reader: reply {k} differs from the stream")
+            if k % 64 == 0:
+                bodies.append(body)
+        if r.buffered:
+            raise SystemExit(f"reader: {r.buffered} bytes left over")
+    elif route == "stdlib":
+        f = c.makefile("rb")
+        readline, read = f.readline, f.read
+        for k in range(ops):
+            sendall(REQUEST)
+            header = readline()
+            body = read(int(header[1:-2]) + 2)
+            if body[:8] != want[:8] or body[-10:] != want[-8:] + b"\r\n":
+                raise SystemExit(f"stdlib: reply {k} differs from the stream")
+            if k % 64 == 0:
+                bodies.append(body)
+        f.close()
+    else:  # bare_recvall: the header's length is known, "$1048576\r\n"
+        recvall = fastsock.recvall
+        for k in range(ops):
+            sendall(REQUEST)
+            header = recvall(c, 10)
+            body = recvall(c, int(header[1:8]) + 2)
+            if body[:8] != want[:8] or body[-10:] != want[-8:] + b"\r\n":
+                raise SystemExit(f"bare_recvall: reply {k} differs from the stream")
+            if k % 64 == 0:
+                bodies.append(body)
+    dt = time.perf_counter() - t0
+    for body in bodies:
+        if len(body) != n + 2 or body[:n] != want:
+            raise SystemExit(f"{route}: a reply differs from the stream")
+    return dt
+
+
+def bench_resp(server, bench, length, ops, routes, rnd):
+    want = stream(0, length)
+    for route in rotate(routes, rnd):
+        c = server.connect(f"resp len={length} seed={SEED}")
+        # Untimed first, on its own connection: the first route of a round
+        # otherwise pays for faulting in the heap that the others reuse.
+        resp_route(route, c, max(ops // 5, 20), want)
+        c.close()
+        c = server.connect(f"resp len={length} seed={SEED}")
+        gc.collect()
+        dt = resp_route(route, c, ops, want)
+        c.close()
+        emit(bench, route, length, rnd, ops / dt, "ops/s")
+
+
+# ---- split ------------------------------------------------------------------------------
+
+def bench_split(bench, record, rnd, total):
+    records = total // record
+    filler = b"x" * (record - 1)
+    data = (filler + b"\n") * records
+    size = len(data)
+    for route in rotate(["fastsock_split", "fastsock_offsets", "stdlib_split"], rnd):
+        base = reset_peak()
+        t0 = time.perf_counter()
+        if route == "fastsock_split":
+            out = fastsock.split(data, b"\n")
+        elif route == "fastsock_offsets":
+            out = fastsock.split_offsets(data, b"\n")
+        else:
+            out = data.split(b"\n")
+        dt = time.perf_counter() - t0
+        peak = status_mb(b"VmHWM:")
+        # n records end in n separators: n + 1 fields, the last one empty.
+        if len(out) != records + 1:
+            raise SystemExit(f"{route}: {len(out) - 1} records of {records}")
+        if route == "fastsock_offsets":
+            ok = data[:out[0]] == filler and data[out[-3] + 1:out[-2]] == filler and out[-1] == size
+        else:
+            ok = out[0] == filler and out[-2] == filler and len(out[-1]) == 0
+        if not ok:
+            raise SystemExit(f"{route}: a record's bytes differ")
+        del out
+        emit(bench, route, size, rnd, size / dt / 1e6, "MB/s", (peak, base))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--server", required=True)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    quick = args.quick
+    recvfile_size = (64 if quick else 256) * MiB
+    split_size = (16 if quick else 64) * MiB
+    resp_1k_ops, resp_1m_ops = (2000, 50) if quick else (20000, 300)
+    small_ops = 500 if quick else 2000
+
+    server = Server(args.server)
+    try:
+        for rnd in range(args.rounds):
+            bench_sendallv_3(server, rnd)
+            bench_sendallv_small(server, rnd, small_ops)
+            bench_recvfile(server, "recvfile_shm", "/dev/shm", rnd, recvfile_size)
+            bench_recvfile(server, "recvfile_disk", "/var/tmp", rnd, recvfile_size)
+            bench_resp(server, "resp_1k", 1024, resp_1k_ops, ["reader", "stdlib"], rnd)
+            bench_resp(server, "resp_1m", MiB, resp_1m_ops, ["reader", "bare_recvall"], rnd)
+            bench_split("split_4k", 4096, rnd, split_size)
+            bench_split("split_70", 70, rnd, split_size)
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
