@@ -217,6 +217,50 @@ module SchedulerContract
     assert_equal stream(10, 0, 1000), first.partial
   end
 
+  # A Reader's readuntil waits through the scheduler (issue 17): the line
+  # trickles in over ~250 ms while another fiber keeps beating, and the body
+  # after it comes through the same Reader.
+  def test_readuntil_waits_through_the_scheduler
+    sock = connect("gen len=60000 seed=63 trickle=997:5")
+    beats, line, body = in_scheduler do
+      count = 0
+      done = false
+      hb = spawn do
+        until done
+          sleep 0.005
+          count += 1
+        end
+      end
+      r = Fastsock::Reader.new(sock)
+      l = r.readuntil("\r\n", max: 65_536)
+      b = r.recvall(60_000 - l.bytesize)
+      done = true
+      join(hb)
+      [count, l, b]
+    end
+    assert_equal 50_564, line.bytesize
+    assert_equal stream(63, 0, 60_000), line + body
+    assert_operator beats, :>=, 10, "the heartbeat fiber never ran during readuntil"
+  end
+
+  # A timeout or a stopped fiber hands nothing out and keeps what came in
+  # the Reader, which is free for the next call.
+  def test_readuntil_timeout_and_stop_keep_the_bytes
+    sock = connect("gen len=60000 seed=63 trickle=997:5") # the line takes ~250 ms
+    line, err, busy = in_scheduler do
+      r = Fastsock::Reader.new(sock)
+      e = assert_raises(Fastsock::TimeoutError) { r.readuntil("\r\n", timeout: 0.1) }
+      waiting = spawn { r.readuntil("\r\n") }
+      sleep 0.05
+      b = assert_raises(Fastsock::BusyError) { r.readuntil("\r\n") }
+      assert stop(waiting), "readuntil was not waiting"
+      [r.readuntil("\r\n"), e, b]
+    end
+    assert_equal 0, err.nbytes
+    assert_match(/in use/, busy.message)
+    assert_equal stream(63, 0, 50_564), line
+  end
+
   def test_full_duplex_on_one_socket
     n = 8 << 20
     data = stream(11, 0, n)
