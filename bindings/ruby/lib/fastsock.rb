@@ -257,7 +257,7 @@ module Fastsock
     # compared as they are, whatever the encodings.
     #
     # @example
-    #   Fastsock.find("GET / HTTP/1.1\r\nHost: x\r\n\r\n", "\r\n\r\n")   # => 25
+    #   Fastsock.find("GET / HTTP/1.1\r\nHost: x\r\n\r\n", "\r\n\r\n")   # => 23
     # @param str [String]
     # @param needle [String] not empty
     # @param from [Integer] byte offset to start at; beyond the end: nil
