@@ -170,6 +170,30 @@ local function reader_under_cqueues(server)
   c:close()
 end
 
+-- Under a waiter (fastsock.setwaiter): readuntil hands its wait to it.
+local function reader_under_waiter(server)
+  local c = common.request(server, "echo")
+  local r = fastsock.reader(c)
+  fastsock.setwaiter(function(fd, events, deadline) coroutine.yield(fd, events, deadline) end)
+  local co = coroutine.create(function() return r:readuntil("\n", 100, 5) end)
+  local ok, fd, events, deadline = coroutine.resume(co)
+  check(ok and coroutine.status(co) == "suspended", "readuntil did not yield: %s", tostring(fd))
+  check(fd == math.tointeger(c:getfd()) and events == "r" and deadline > fastsock.monotime(),
+        "the waiter got %s %s %s", tostring(fd), tostring(events), tostring(deadline))
+  assert(c:send("hel"))
+  socket.select({ c }, nil, 2)
+  ok, fd = coroutine.resume(co)
+  check(ok and coroutine.status(co) == "suspended", "half a line: it waits again")
+  assert(c:send("lo\n"))
+  socket.select({ c }, nil, 2)
+  local line
+  ok, line = coroutine.resume(co)
+  check(ok and line == "hello\n", "the line through the waiter: %s", tostring(line))
+  fastsock.setwaiter(nil)
+  r:close()
+  c:close()
+end
+
 local function sendallv_pieces(server)
   local data = common.stream(20, 0, 100000)
   local buf = fastsock.buffer(data:sub(1001, 2000))
@@ -320,6 +344,7 @@ end
 common.main(opts.server, function(server)
   reader_edges(server)
   reader_under_cqueues(server)
+  reader_under_waiter(server)
   sendallv_pieces(server)
   recvfile_handles(server)
   find_split_edges()
