@@ -35,7 +35,7 @@ local MIB = 1 << 20
 local SEED = 17
 
 local opts = common.parse_args(arg, { quick = true })
-assert(opts.server, "usage: protocol.lua --server PATH --rounds N [--quick]")
+assert(opts.server or opts.split, "usage: protocol.lua --server PATH --rounds N [--quick]")
 local rounds = math.tointeger(tonumber(opts.rounds or "3"))
 local quick = opts.quick
 
@@ -71,7 +71,6 @@ local function emit(bench, route, size, round, rate, unit, rss)
   io.stdout:flush()
 end
 
-local server = common.start_server(opts.server)
 local now = socket.gettime
 
 local function check_sink(route, conn, n)
@@ -81,6 +80,59 @@ local function check_sink(route, conn, n)
     error(string.format("%s: the sink got %s of %d bytes (%s matching)", route, got, n, match), 0)
   end
 end
+
+-- ---- split -------------------------------------------------------------------------
+
+local splitter = {
+  fastsock_split = function(buf)
+    local t0 = now()
+    local t = buf:split("\n")
+    local dt = now() - t0
+    return dt, #t // 2 - 1, function(k) return buf:tostring(t[2 * k - 1], t[2 * k]) end
+  end,
+  stdlib_split = function(_, data)
+    local t0 = now()
+    local out, pos, find, sub = {}, 1, string.find, string.sub
+    while true do
+      local e = find(data, "\n", pos, true)
+      if not e then break end
+      out[#out + 1] = sub(data, pos, e - 1)
+      pos = e + 1
+    end
+    local dt = now() - t0
+    return dt, #out, function(k) return out[k] end
+  end,
+}
+
+-- One route of a split bench, in a process of its own (--split
+-- BENCH:ROUTE:ROUND): in a process that ran the other benches, the heap
+-- keeps their freed memory resident, and a route's strings would fill it
+-- without raising the peak.
+local function bench_split_route(bench, route, round)
+  local reclen = bench == "split_4k" and 4096 or 70
+  local records = SPLIT_SIZE // reclen
+  local size = records * reclen
+  local filler = string.rep("x", reclen - 1)
+  local data = string.rep(filler .. "\n", records)
+  local buf = fastsock.buffer(data)
+  local base = reset_peak()
+  local dt, count, field = splitter[route](buf, data)
+  local peak = status_mb("VmHWM:")
+  if count ~= records or field(1) ~= filler or field(records) ~= filler
+      or field(records // 2) ~= filler then
+    error(string.format("%s: %d records of %d, or a record's bytes differ", route, count, records), 0)
+  end
+  emit(bench, route, size, round, size / dt / 1e6, "MB/s", { peak, base })
+  buf:close()
+end
+
+if opts.split then
+  local bench, route, round = opts.split:match("^([%w_]+):([%w_]+):(%d+)$")
+  bench_split_route(bench, route, math.tointeger(tonumber(round)))
+  os.exit(0)
+end
+
+local server = common.start_server(opts.server)
 
 -- ---- sendallv_3 --------------------------------------------------------------------
 
@@ -282,48 +334,21 @@ local function bench_resp(round, order, bench, len, ops)
   end
 end
 
--- ---- split -------------------------------------------------------------------------
-
-local splitter = {
-  fastsock_split = function(buf)
-    local t0 = now()
-    local t = buf:split("\n")
-    local dt = now() - t0
-    return dt, #t // 2 - 1, function(k) return buf:tostring(t[2 * k - 1], t[2 * k]) end
-  end,
-  stdlib_split = function(_, data)
-    local t0 = now()
-    local out, pos, find, sub = {}, 1, string.find, string.sub
-    while true do
-      local e = find(data, "\n", pos, true)
-      if not e then break end
-      out[#out + 1] = sub(data, pos, e - 1)
-      pos = e + 1
-    end
-    local dt = now() - t0
-    return dt, #out, function(k) return out[k] end
-  end,
-}
-
-local function bench_split(round, order, bench, reclen)
-  local records = SPLIT_SIZE // reclen
-  local size = records * reclen
-  local filler = string.rep("x", reclen - 1)
-  local data = string.rep(filler .. "\n", records)
-  local buf = fastsock.buffer(data)
-  for _, route in ipairs(order) do
-    local base = reset_peak()
-    local dt, count, field = splitter[route](buf, data)
-    local peak = status_mb("VmHWM:")
-    if count ~= records or field(1) ~= filler or field(records) ~= filler
-        or field(records // 2) ~= filler then
-      error(string.format("%s: %d records of %d, or a record's bytes differ", route, count, records), 0)
-    end
-    emit(bench, route, size, round, size / dt / 1e6, "MB/s", { peak, base })
-    field = nil
-    collectgarbage()
+local function bench_split(round, order, bench)
+  local lua = arg[-1]
+  for k = -2, -10, -1 do
+    if arg[k] == nil then break end
+    lua = arg[k] -- the interpreter, before any of its options
   end
-  buf:close()
+  for _, route in ipairs(order) do
+    local h = assert(io.popen(string.format("'%s' '%s' --split %s:%s:%d%s", lua, arg[0], bench, route,
+                                            round, quick and " --quick" or "")))
+    local out = h:read("a")
+    local ok = h:close()
+    if not ok or not out:match("^{") then error(bench .. " " .. route .. ": the child failed", 0) end
+    io.stdout:write(out)
+    io.stdout:flush()
+  end
 end
 
 -- ---- rounds ------------------------------------------------------------------------
@@ -342,8 +367,8 @@ local ok, err = pcall(function()
     bench_recvfile(round, rotated({ "recvfile", "stdlib" }, round), "recvfile_disk", "/var/tmp")
     bench_resp(round, rotated({ "reader", "stdlib" }, round), "resp_1k", 1024, RESP_1K_OPS)
     bench_resp(round, rotated({ "reader", "bare_recvall" }, round), "resp_1m", MIB, RESP_1M_OPS)
-    bench_split(round, rotated({ "fastsock_split", "stdlib_split" }, round), "split_4k", 4096)
-    bench_split(round, rotated({ "fastsock_split", "stdlib_split" }, round), "split_70", 70)
+    bench_split(round, rotated({ "fastsock_split", "stdlib_split" }, round), "split_4k")
+    bench_split(round, rotated({ "fastsock_split", "stdlib_split" }, round), "split_70")
     io.stderr:write("protocol.lua: round ", round, " done\n")
   end
 end)
