@@ -316,6 +316,10 @@ static int fastsock_py_reader_begin(fastsock_py_reader *self, PyObject *timeout,
         PyErr_Format(PyExc_RuntimeError, "Reader.%s() while another call on the Reader runs in another thread", fn);
         return -1;
     }
+    if (self->sock == NULL) { /* cleared by the collector */
+        PyErr_Format(PyExc_ValueError, "Reader.%s() on a Reader without its socket", fn);
+        return -1;
+    }
     int fd;
     if (fastsock_py_socket(self->sock, &fd, call, fn) < 0)
         return -1;
