@@ -565,7 +565,7 @@ static PyGetSetDef fastsock_py_reader_getset[] = {
 
 static PyMethodDef fastsock_py_reader_methods[] = {
     { "readuntil", (PyCFunction)(void (*)(void))fastsock_py_reader_readuntil, METH_FASTCALL | METH_KEYWORDS,
-      "readuntil($self, /, delim=b'\\r\\n', max=65536, *, timeout=<sock.gettimeout()>)\n--\n\n"
+      "readuntil($self, /, delim=b'\\r\\n', max=65536, *, timeout=...)\n--\n\n"
       "Read up to and including the first delim within max bytes; return that\n"
       "line as bytes, delim included.\n"
       "\n"
@@ -573,7 +573,8 @@ static PyMethodDef fastsock_py_reader_methods[] = {
       "what came after the line for the next call: recvall() and recvall_into()\n"
       "start with it, then receive the rest straight from the socket. delim is\n"
       "any non-empty bytes-like object; max counts the delimiter too.\n"
-      "timeout bounds the whole call; 0 never waits (BlockingIOError when no\n"
+      "timeout bounds the whole call (... is the socket's own,\n"
+      "sock.gettimeout()); 0 never waits (BlockingIOError when no\n"
       "whole line is there yet; what came stays in the Reader).\n"
       "\n"
       "Raises:\n"
@@ -586,14 +587,14 @@ static PyMethodDef fastsock_py_reader_methods[] = {
       "        later call goes on from there.\n"
       "    ValueError: an empty delim, max negative or shorter than delim." },
     { "recvall", (PyCFunction)(void (*)(void))fastsock_py_reader_recvall, METH_FASTCALL | METH_KEYWORDS,
-      "recvall($self, /, n, *, timeout=<sock.gettimeout()>)\n--\n\n"
+      "recvall($self, /, n, *, timeout=...)\n--\n\n"
       "Exactly n bytes, as bytes: the buffered ones first, then the rest\n"
       "straight from the socket into the result (one allocation, no second\n"
       "copy). Errors as fastsock.recvall's: IncompleteError with .partial,\n"
       "TimeoutError and OSError with .nbytes and .partial, ValueError for a\n"
       "negative n or a non-blocking socket." },
     { "recvall_into", (PyCFunction)(void (*)(void))fastsock_py_reader_recvall_into, METH_FASTCALL | METH_KEYWORDS,
-      "recvall_into($self, /, buffer, nbytes=None, offset=0, *, timeout=<sock.gettimeout()>)\n--\n\n"
+      "recvall_into($self, /, buffer, nbytes=None, offset=0, *, timeout=...)\n--\n\n"
       "Exactly nbytes (None: the rest of buffer) into buffer[offset:], the\n"
       "buffered bytes first; return nbytes. Errors as fastsock.recvall_into's." },
     { NULL, NULL, 0, NULL }
@@ -629,13 +630,14 @@ static PyType_Spec fastsock_py_reader_spec = {
 
 static PyMethodDef fastsock_py_protocol_methods[] = {
     { "sendallv", (PyCFunction)(void (*)(void))fastsock_py_sendallv, METH_FASTCALL | METH_KEYWORDS,
-      "sendallv($module, /, sock, buffers, *, timeout=<sock.gettimeout()>)\n--\n\n"
+      "sendallv($module, /, sock, buffers, *, timeout=...)\n--\n\n"
       "Send the buffers one after the other as one stream; return the total.\n"
       "\n"
       "buffers is an iterable of bytes-like objects (bytes, bytearray,\n"
       "memoryview, array, mmap ...), sent from where they lie with sendmsg(2),\n"
-      "up to 256 per system call: no join, no slicing. timeout bounds the\n"
-      "whole call, as for sendall.\n"
+      "up to 256 per system call: no join, no slicing. timeout: seconds for\n"
+      "the whole call, None for no limit; ... (the default) is the socket's\n"
+      "own, sock.gettimeout().\n"
       "\n"
       "Raises:\n"
       "    TimeoutError, OSError (BrokenPipeError, ConnectionResetError ...):\n"

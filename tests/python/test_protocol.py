@@ -4,6 +4,7 @@ position rules, the Reader's edge cases, signals and threads."""
 
 import array
 import errno
+import inspect
 import io
 import mmap
 import os
@@ -467,6 +468,28 @@ class FindSplitTest(unittest.TestCase):
             fastsock.split(memoryview(b"abcd")[::2], b"b")
         with self.assertRaises(TypeError):
             fastsock.split(b"ab", None)
+
+
+class SignatureTest(unittest.TestCase):
+    def test_signatures_for_help_and_inspect(self):
+        sig = lambda f: str(inspect.signature(f))  # noqa: E731
+        self.assertEqual(sig(fastsock.sendallv), "(sock, buffers, *, timeout=Ellipsis)")
+        self.assertEqual(sig(fastsock.recvfile), "(sock, file, count, offset=None, *, timeout=<sock.gettimeout()>)")
+        self.assertEqual(sig(fastsock.Reader), "(sock)")
+        self.assertEqual(sig(fastsock.Reader.readuntil),
+                         "(self, /, delim=b'\\r\\n', max=65536, *, timeout=Ellipsis)")
+        self.assertEqual(sig(fastsock.Reader.recvall), "(self, /, n, *, timeout=Ellipsis)")
+        self.assertEqual(sig(fastsock.Reader.recvall_into),
+                         "(self, /, buffer, nbytes=None, offset=0, *, timeout=Ellipsis)")
+        self.assertEqual(sig(fastsock.find), "(buf, needle, start=0)")
+        self.assertEqual(sig(fastsock.split), "(buf, sep)")
+        self.assertEqual(sig(fastsock.split_offsets), "(buf, sep)")
+
+    def test_explicit_ellipsis_is_the_sockets_own_timeout(self):
+        with socket_pair() as (a, _b):
+            a.settimeout(0.1)
+            with self.assertRaises(TimeoutError):
+                fastsock.Reader(a).readuntil(timeout=...)
 
 
 if __name__ == "__main__":
