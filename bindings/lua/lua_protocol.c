@@ -10,8 +10,12 @@
  * the core never to wait and, when the line is not all there, waits through
  * the scheduler and asks again (what came stays in the look-ahead);
  * reader:recvall hands out the look-ahead, then receives the rest through
- * fastsock.recvall, which steps. sendallv and recvfile block the process
- * there for now: the core has no progressive form of them yet.
+ * fastsock.recvall, which steps. sendallv and recvfile (of a regular file)
+ * do the same with the core's blocking calls, which have no progressive
+ * form: each call is given timeout 0 (never wait) and at most CALL_BUDGET
+ * bytes, and between calls the coroutine waits through the scheduler, its
+ * state (what is left, the pieces kept alive and their buffers pinned, the
+ * socket's direction) in a to-be-closed userdata.
  */
 /*** fastsock for Lua 5.4 (LDoc: `ldoc bindings/lua` writes bindings/lua/doc/).
  * @module fastsock.protocol
@@ -22,6 +26,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -34,6 +39,123 @@
 /* sendallv's pieces up to this many are described on the C stack (the
  * core's sendmsg batch); more in a userdata the collector frees. */
 #define PIECES_ON_STACK 256
+
+/* Not "fastsock.<type>": no program gets one. */
+#define PWAIT_MT "fastsock (protocol call waiting)"
+
+/* Under a scheduler, the bytes one never-waiting core call of sendallv or
+ * recvfile moves at most before the coroutine gives the scheduler a turn:
+ * about a millisecond of loopback copy, as the progressive objects' steps. */
+#define CALL_BUDGET ((size_t)1 << 20)
+
+/* ---- waiting between core calls under a scheduler ------------------------------ */
+
+/* The state of a sendallv or recvfile that waits in a scheduler between
+ * never-waiting core calls. Its uservalue is a table of the sendallv
+ * pieces' data (the strings kept alive, the buffers pinned while it lives),
+ * so that a program that changes its table or closes a buffer meanwhile
+ * can't pull memory from under the iovecs. */
+typedef struct pwait {
+    int fd;
+    unsigned claim;        /* the socket's direction held; 0 once given back */
+    int64_t deadline;
+    size_t moved;
+    /* sendallv: the pieces left, from iov[first] */
+    size_t n, first;
+    /* recvfile */
+    fastsock_lua_file file;
+    int64_t offset;        /* where byte 0 goes (positioned files) */
+    size_t count;
+    int positioned, append;
+    struct iovec iov[];
+} pwait;
+
+static void pwait_release(lua_State *L, int idx)
+{
+    pwait *w = lua_touserdata(L, idx);
+    if (w->claim != 0)
+        fastsock_lua_unclaim(L, w->fd, w->claim);
+    w->claim = 0;
+    if (lua_getiuservalue(L, idx, 1) == LUA_TTABLE) {
+        lua_Integer k = 1;
+        while (lua_rawgeti(L, -1, k++) != LUA_TNIL) {
+            fastsock_lua_buf *b = luaL_testudata(L, -1, FASTSOCK_LUA_BUFFER_MT);
+            if (b != NULL)
+                b->pins--;
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        lua_setiuservalue(L, idx, 1); /* unpinned once */
+    }
+    lua_pop(L, 1);
+}
+
+/* __close (coroutine.close, the end of the call) and __gc (a dropped
+ * coroutine). */
+static int pwait_close(lua_State *L)
+{
+    luaL_checkudata(L, 1, PWAIT_MT);
+    pwait_release(L, 1);
+    return 0;
+}
+
+/* Pushes the state, with room for n iovecs, as a to-be-closed slot. */
+static pwait *pwait_push(lua_State *L, int fd, size_t n, int64_t timeout_ms)
+{
+    if (n > (SIZE_MAX - sizeof(pwait)) / sizeof(struct iovec))
+        luaL_error(L, "too many pieces");
+    pwait *w = lua_newuserdatauv(L, sizeof *w + n * sizeof(struct iovec), 1);
+    memset(w, 0, sizeof *w);
+    w->fd = fd;
+    w->n = n;
+    w->deadline = fastsock_deadline(timeout_ms);
+    w->file.fd = -1;
+    luaL_setmetatable(L, PWAIT_MT);
+    lua_toclose(L, lua_gettop(L));
+    return w;
+}
+
+/* 0 while the socket argument at idx still names fd; -EBADF once the
+ * program closed it (another coroutine's close): the number may be
+ * another file's now. */
+static fastsock_result sock_unchanged(lua_State *L, int idx, int fd)
+{
+    if (lua_type(L, idx) != LUA_TUSERDATA)
+        return 0;
+    int open = 1;
+    luaL_Stream *s = luaL_testudata(L, idx, LUA_FILEHANDLE);
+    if (s != NULL) {
+        open = s->closef != NULL;
+    } else if (luaL_getmetafield(L, idx, "__index") != LUA_TNIL) {
+        lua_pop(L, 1);
+        if (lua_getfield(L, idx, "getfd") == LUA_TFUNCTION) {
+            lua_pushvalue(L, idx);
+            lua_call(L, 1, 1);
+            int isint = 0;
+            lua_Integer got = lua_tointegerx(L, -1, &isint);
+            open = isint && got == fd;
+        }
+        lua_pop(L, 1);
+    }
+    return open ? 0 : -EBADF;
+}
+
+/* Waits through the scheduler for events on the state's fd; the pollable
+ * goes above the state (at widx + 1) for the wait's length. */
+static void pwait_wait(lua_State *L, int widx, unsigned events, lua_KContext ctx, lua_KFunction k)
+{
+    pwait *w = lua_touserdata(L, widx);
+    lua_settop(L, widx);
+    fastsock_lua_pollable_push(L, w->fd, events, w->deadline);
+    fastsock_lua_wait(L, (enum fastsock_lua_waitmode)ctx, widx + 1, ctx, k);
+}
+
+static void pwait_waited(lua_State *L, int widx)
+{
+    fastsock_lua_done_polling(L, lua_touserdata(L, widx + 1));
+    lua_settop(L, widx);
+}
 
 /* ---- sendallv ------------------------------------------------------------------- */
 
@@ -106,10 +228,103 @@ static void read_piece(lua_State *L, lua_Unsigned k, struct iovec *iov)
     iov->iov_len = i > j ? 0 : (size_t)(j - i + 1);
 }
 
+/* sendallv's stack under a scheduler: the arguments, then the state. */
+enum { SV_STATE = 4 };
+
+/* Past the bytes a core call sent, and past empty pieces. */
+static void sendallv_advance(pwait *w, size_t sent)
+{
+    w->moved += sent;
+    while (w->first < w->n && sent >= w->iov[w->first].iov_len)
+        sent -= w->iov[w->first++].iov_len;
+    if (w->first < w->n) {
+        w->iov[w->first].iov_base = (char *)w->iov[w->first].iov_base + sent;
+        w->iov[w->first].iov_len -= sent;
+    }
+    while (w->first < w->n && w->iov[w->first].iov_len == 0)
+        w->first++;
+}
+
+/* ctx: the wait mode. */
+static int sendallv_k(lua_State *L, int status, lua_KContext ctx)
+{
+    pwait *w = lua_touserdata(L, SV_STATE);
+    if (status == LUA_YIELD)
+        pwait_waited(L, SV_STATE);
+    for (;;) {
+        if (w->first == w->n) {
+            lua_pushinteger(L, (lua_Integer)w->moved);
+            return 1;
+        }
+        fastsock_result rc = sock_unchanged(L, 1, w->fd);
+        if (rc == 0) {
+            /* At most CALL_BUDGET bytes: the pieces that fit, and part of
+             * the next one, whose length is put back after the call. */
+            size_t k = w->first, sum = 0, cut = 0, cnt;
+            while (k < w->n && sum + w->iov[k].iov_len <= CALL_BUDGET)
+                sum += w->iov[k++].iov_len;
+            cnt = k - w->first;
+            if (k < w->n && sum < CALL_BUDGET) {
+                cut = w->iov[k].iov_len;
+                w->iov[k].iov_len = CALL_BUDGET - sum;
+                cnt++;
+            }
+            fastsock_lua_call c;
+            fastsock_lua_call_init(&c, L, 0);
+            rc = fastsock_sendallv(w->fd, w->iov + w->first, cnt, &c.ctl);
+            if (cut != 0)
+                w->iov[k].iov_len = cut;
+            sendallv_advance(w, c.ctl.moved);
+            if (rc >= 0 || rc == -EAGAIN) {
+                if (w->first < w->n && fastsock_remaining_ms(w->deadline) == 0) {
+                    rc = -ETIMEDOUT;
+                } else {
+                    /* Not done: writable again or not, the others get a turn. */
+                    pwait_wait(L, SV_STATE, FASTSOCK_WANT_WRITE, ctx, sendallv_k);
+                    pwait_waited(L, SV_STATE);
+                    continue;
+                }
+            }
+        }
+        return fastsock_lua_fail(L, rc, (lua_Integer)w->moved);
+    }
+}
+
+/* sendallv in a coroutine that a scheduler runs: the pieces read again
+ * into the state, their data kept alive and buffers pinned by it. */
+static int sendallv_stepped(lua_State *L, int fd, lua_Unsigned n, int64_t timeout_ms,
+                            enum fastsock_lua_waitmode mode)
+{
+    lua_settop(L, 3);
+    pwait *w = pwait_push(L, fd, (size_t)n, timeout_ms);
+    lua_createtable(L, (int)(n < INT_MAX ? n : 0), 0);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, SV_STATE, 1);
+    for (lua_Unsigned k = 1; k <= n; k++) {
+        lua_rawgeti(L, 2, (lua_Integer)k);
+        read_piece(L, k, &w->iov[k - 1]);
+        if (lua_type(L, -1) == LUA_TTABLE)
+            lua_rawgeti(L, -1, 1);
+        else
+            lua_pushvalue(L, -1);
+        fastsock_lua_buf *b = luaL_testudata(L, -1, FASTSOCK_LUA_BUFFER_MT);
+        if (b != NULL)
+            b->pins++;
+        lua_rawseti(L, SV_STATE + 1, (lua_Integer)k); /* unpinned by pwait_release */
+        lua_pop(L, 1);
+    }
+    lua_settop(L, SV_STATE);
+    fastsock_lua_claim(L, fd, FASTSOCK_WANT_WRITE, 1);
+    w->claim = FASTSOCK_WANT_WRITE;
+    sendallv_advance(w, 0); /* past leading empty pieces */
+    return sendallv_k(L, LUA_OK, (lua_KContext)mode);
+}
+
 /*** Sends a list of pieces as one stream, with sendmsg(2) in batches: no
  * join, no slicing. A piece is a string, a `fastsock.buffer`, or a range
  * `{data, i, j}` of either (i, j as `sendall`'s, clamped). Every piece is
- * checked before any byte moves. Under a scheduler it blocks (this round).
+ * checked before any byte moves. Under a scheduler it yields while it
+ * waits, and pins the buffers it sends from until it ends.
  * @function sendallv
  * @param sock a LuaSocket object, an io handle or an fd
  * @tparam table pieces the pieces, in order
@@ -133,6 +348,9 @@ int fastsock_lua_sendallv(lua_State *L)
         lua_pop(L, 1);
     }
     fastsock_lua_check_unclaimed(L, fd, FASTSOCK_WANT_WRITE, 1);
+    enum fastsock_lua_waitmode mode = fastsock_lua_waitmode(L);
+    if (mode != WAIT_BLOCK)
+        return sendallv_stepped(L, fd, n, timeout_ms, mode);
     fastsock_lua_call c;
     fastsock_lua_call_init(&c, L, timeout_ms);
     fastsock_result rc = fastsock_sendallv(fd, iov, (size_t)n, &c.ctl);
@@ -147,6 +365,63 @@ int fastsock_lua_sendallv(lua_State *L)
 
 /* ---- recvfile ------------------------------------------------------------------- */
 
+/* recvfile's stack under a scheduler: the arguments, then the state. */
+enum { RF_STATE = 6 };
+
+/* The file's position after the bytes written so far, as the blocking
+ * call leaves it. */
+static void recvfile_position(pwait *w)
+{
+    if (w->positioned)
+        fastsock_lua_file_done(&w->file, w->offset + (int64_t)w->moved);
+    else if (w->append && w->file.stream != NULL)
+        fseeko(w->file.stream, 0, SEEK_END); /* where the kernel wrote up to */
+}
+
+/* ctx: the wait mode. */
+static int recvfile_k(lua_State *L, int status, lua_KContext ctx)
+{
+    pwait *w = lua_touserdata(L, RF_STATE);
+    if (status == LUA_YIELD)
+        pwait_waited(L, RF_STATE);
+    for (;;) {
+        if (w->moved == w->count) {
+            lua_pushinteger(L, (lua_Integer)w->moved);
+            return 1;
+        }
+        fastsock_result rc = sock_unchanged(L, 1, w->fd);
+        if (rc == 0 && w->file.stream != NULL)
+            rc = sock_unchanged(L, 2, -1); /* the handle closed meanwhile? */
+        if (rc == 0) {
+            size_t left = w->count - w->moved;
+            fastsock_lua_call c;
+            fastsock_lua_call_init(&c, L, 0);
+            /* splice(2) waits on a blocking socket whatever its flags say:
+             * O_NONBLOCK for the call, as the core's progressive steps do
+             * (LuaSocket's sockets have it already). */
+            int flags = fcntl(w->fd, F_GETFL);
+            int set = flags >= 0 && !(flags & O_NONBLOCK) &&
+                      fcntl(w->fd, F_SETFL, flags | O_NONBLOCK) == 0;
+            rc = fastsock_recvfile(w->fd, w->file.fd, w->positioned ? w->offset + (int64_t)w->moved : 0,
+                                   left < CALL_BUDGET ? left : CALL_BUDGET, &c.ctl);
+            if (set)
+                fcntl(w->fd, F_SETFL, flags);
+            w->moved += c.ctl.moved;
+            recvfile_position(w);
+            if (rc >= 0 || rc == -EAGAIN) {
+                if (w->moved < w->count && fastsock_remaining_ms(w->deadline) == 0) {
+                    rc = -ETIMEDOUT;
+                } else {
+                    pwait_wait(L, RF_STATE, FASTSOCK_WANT_READ, ctx, recvfile_k);
+                    pwait_waited(L, RF_STATE);
+                    continue;
+                }
+            }
+        }
+        return fastsock_lua_fail(L, rc, (lua_Integer)w->moved);
+    }
+}
+
 /*** Receives exactly count bytes from the socket into a file, with
  * splice(2) (through a pipe, never through Lua), else recv and write (a
  * file open for appending, a pipe). An io handle's buffered writes are
@@ -154,7 +429,8 @@ int fastsock_lua_sendallv(lua_State *L)
  * appending, or a pipe, is written where it stands and takes no offset.
  * A seekable file is left positioned after the bytes written. A file not
  * open for writing is `nil, "file not open for writing", 0`, before any
- * byte is read. Under a scheduler it blocks (this round).
+ * byte is read. Under a scheduler it yields while it waits (a pipe
+ * blocks: a write could wait on it, which no scheduler watches).
  * @function recvfile
  * @param sock a LuaSocket object, an io handle or an fd
  * @param file an io handle or an fd, open for writing
@@ -198,6 +474,19 @@ int fastsock_lua_recvfile(lua_State *L)
         offset = (lua_Integer)pos;
     }
     fastsock_lua_check_unclaimed(L, sock, FASTSOCK_WANT_READ, 1);
+    enum fastsock_lua_waitmode mode = f.seekable ? fastsock_lua_waitmode(L) : WAIT_BLOCK;
+    if (mode != WAIT_BLOCK) {
+        lua_settop(L, RF_STATE - 1);
+        pwait *w = pwait_push(L, sock, 0, timeout_ms);
+        w->file = f;
+        w->offset = (int64_t)offset;
+        w->count = (size_t)n;
+        w->positioned = positioned;
+        w->append = append;
+        fastsock_lua_claim(L, sock, FASTSOCK_WANT_READ, 1);
+        w->claim = FASTSOCK_WANT_READ;
+        return recvfile_k(L, LUA_OK, (lua_KContext)mode);
+    }
     fastsock_lua_call c;
     fastsock_lua_call_init(&c, L, timeout_ms);
     fastsock_result rc = fastsock_recvfile(sock, f.fd, (int64_t)offset, (size_t)n, &c.ctl);
@@ -651,6 +940,13 @@ void fastsock_lua_open_protocol(lua_State *L)
         lua_setfield(L, -2, "__index");
         lua_pushliteral(L, READER_MT);
         lua_setfield(L, -2, "__metatable");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, PWAIT_MT)) {
+        lua_pushcfunction(L, pwait_close);
+        lua_setfield(L, -2, "__close");
+        lua_pushcfunction(L, pwait_close);
+        lua_setfield(L, -2, "__gc");
     }
     lua_pop(L, 1);
     if (luaL_newmetatable(L, CLAIM_MT)) {

@@ -307,6 +307,90 @@ local function recvfile_handles(server)
   os.remove(path)
 end
 
+-- sendallv and recvfile under cqueues: they yield while they wait.
+local function calls_under_cqueues(server)
+  local cq = cqueues.new()
+  local beats, running = 0, true
+  cq:wrap(function()
+    while running do
+      cqueues.sleep(0.001)
+      beats = beats + 1
+    end
+  end)
+  local failure
+  cq:wrap(function()
+    local ok, err = xpcall(function()
+      -- A slow sink: the pieces (a buffer, a range of a string) wait for it.
+      local data = common.stream(40, 0, 8 << 20)
+      local buf = fastsock.buffer(data:sub(1, 1 << 20))
+      local c = common.request(server, "sink seed=40 pause_ms=300")
+      local before = beats
+      check(fastsock.sendallv(c, { buf, { data, (1 << 20) + 1 } }) == 8 << 20, "sendallv under cqueues")
+      check(beats - before >= 5, "sendallv let only %d beats through", beats - before)
+      local got, match = common.sink_answer(c)
+      check(got == 8 << 20 and match == got, "the sink got %s (%s matching)", got, match)
+      c:close()
+      buf:close() -- unpinned once the call ended
+
+      c = common.request(server, "sink seed=40 pause_ms=1500")
+      local t0 = cqueues.monotime()
+      local sent, e, count = fastsock.sendallv(c, { data, data }, 0.3)
+      check(sent == nil and e == "timeout" and count > 0 and count < 16 << 20,
+            "a timeout under cqueues: %s %s %s", tostring(sent), tostring(e), tostring(count))
+      check(cqueues.monotime() - t0 < 1, "the timeout bounded the call")
+      got = common.sink_answer(c)
+      check(got == count, "the sink got %s of %s", got, count)
+      c:close()
+
+      -- A trickled stream into a file that holds a buffered write.
+      local path = os.tmpname()
+      local f = assert(io.open(path, "w+b"))
+      f:write("hdr")
+      c = common.request(server, "gen len=3000000 seed=41 trickle=1000000:100")
+      before = beats
+      check(fastsock.recvfile(c, f, 3000000) == 3000000, "recvfile under cqueues")
+      check(beats - before >= 5, "recvfile let only %d beats through", beats - before)
+      check(f:seek("cur") == 3000003, "the position after: %s", f:seek("cur"))
+      f:close()
+      c:close()
+      check(assert(io.open(path, "rb")):read("a") == "hdr" .. common.stream(41, 0, 3000000),
+            "the file's bytes")
+      -- End of stream: what came stays written, and counts.
+      f = assert(io.open(path, "w+b"))
+      c = common.request(server, "gen len=5000 seed=42 close=3000")
+      check_fail("recvfile's end of stream", "closed", 3000, fastsock.recvfile(c, f, 5000))
+      check(f:seek("cur") == 3000, "the position after a partial")
+      f:close()
+      c:close()
+      os.remove(path)
+    end, debug.traceback)
+    running = false
+    if not ok then failure = err end
+  end)
+  local ok, err = cq:loop()
+  if not ok then error(err, 0) end
+  if failure then error(failure, 0) end
+
+  -- A controller dropped while its coroutine waits in sendallv: the buffer
+  -- is pinned meanwhile; once collected, unpinned, and the socket's send
+  -- side free again.
+  local c = common.request(server, "sink seed=43 pause_ms=300")
+  local data = common.stream(43, 0, 4 << 20)
+  local buf = fastsock.buffer(data)
+  local function start()
+    local dropped = cqueues.new()
+    dropped:wrap(function() fastsock.sendallv(c, { buf }) end)
+    assert(dropped:step(0))
+    check(common.raises(buf.close, buf):match("cannot close"), "the waiting sendallv pins its buffer")
+    check(common.raises(fastsock.sendallv, c, { "x" }):match("another send"), "two sends at once")
+  end
+  start()
+  collectgarbage()
+  collectgarbage()
+  buf:close()
+  c:close()
+end
+
 local function find_split_edges()
   local s = "ab\r\nc\r\n\r\nd"
   local b = fastsock.buffer(s)
@@ -345,6 +429,7 @@ common.main(opts.server, function(server)
   reader_edges(server)
   reader_under_cqueues(server)
   reader_under_waiter(server)
+  calls_under_cqueues(server)
   sendallv_pieces(server)
   recvfile_handles(server)
   find_split_edges()
