@@ -33,8 +33,6 @@
 #include <unistd.h>
 
 #define READER_MT "fastsock.reader"
-/* Not "fastsock.<type>": no program gets one. */
-#define CLAIM_MT "fastsock (reader's claim)"
 
 /* sendallv's pieces up to this many are described on the C stack (the
  * core's sendmsg batch); more in a userdata the collector frees. */
@@ -50,8 +48,8 @@
 
 /* ---- waiting between core calls under a scheduler ------------------------------ */
 
-/* The state of a sendallv or recvfile that waits in a scheduler between
- * never-waiting core calls. Its uservalue is a table of the sendallv
+/* The state of a sendallv, recvfile or readuntil that waits in a scheduler
+ * between never-waiting core calls. Its uservalue is a table of the sendallv
  * pieces' data (the strings kept alive, the buffers pinned while it lives),
  * so that a program that changes its table or closes a buffer meanwhile
  * can't pull memory from under the iovecs. */
@@ -565,36 +563,15 @@ int fastsock_lua_reader(lua_State *L)
     return 1;
 }
 
-/* The receive side of a socket, held by a readuntil waiting in a
- * scheduler: a to-be-closed slot, so that coroutine.close() gives it back. */
-typedef struct claim {
-    int fd;
-    int held;
-} claim;
-
-static int claim_close(lua_State *L)
-{
-    claim *g = luaL_checkudata(L, 1, CLAIM_MT);
-    if (g->held)
-        fastsock_lua_unclaim(L, g->fd, FASTSOCK_WANT_READ);
-    g->held = 0;
-    return 0;
-}
-
-/* readuntil's stack after its first wait: the arguments, then these. */
-enum { RU_DEADLINE = 5, RU_CLAIM, RU_POLLABLE };
-
-static void readuntil_waited(lua_State *L)
-{
-    fastsock_lua_done_polling(L, lua_touserdata(L, RU_POLLABLE));
-    lua_settop(L, RU_CLAIM);
-}
+/* readuntil's stack after its first wait: the arguments, then its state
+ * (the deadline, the socket's receive side held). */
+enum { RU_STATE = 5 };
 
 /* ctx: 0 on the first try, else the wait mode (after a wait). */
 static int readuntil_k(lua_State *L, int status, lua_KContext ctx)
 {
     if (status == LUA_YIELD)
-        readuntil_waited(L);
+        pwait_waited(L, RU_STATE);
     for (;;) {
         lreader *rd = check_reader(L); /* closed by another coroutine meanwhile? */
         size_t dlen;
@@ -615,23 +592,16 @@ static int readuntil_k(lua_State *L, int status, lua_KContext ctx)
         fastsock_result rc = fastsock_reader_until(&rd->r, delim, dlen, (size_t)max, &line, &c.ctl);
         if (rc == -EAGAIN && mode != WAIT_BLOCK && timeout_ms != 0) {
             if (ctx == 0) {
-                lua_settop(L, RU_DEADLINE - 1);
-                lua_pushinteger(L, fastsock_deadline(timeout_ms));
-                claim *g = lua_newuserdatauv(L, sizeof *g, 0);
-                g->fd = rd->r.fd;
-                g->held = 0;
-                luaL_setmetatable(L, CLAIM_MT);
-                lua_toclose(L, RU_CLAIM);
-                fastsock_lua_claim(L, g->fd, FASTSOCK_WANT_READ, 1);
-                g->held = 1;
+                lua_settop(L, RU_STATE - 1);
+                pwait *w = pwait_push(L, rd->r.fd, 0, timeout_ms);
+                fastsock_lua_claim(L, w->fd, FASTSOCK_WANT_READ, 1);
+                w->claim = FASTSOCK_WANT_READ;
                 ctx = mode;
             }
-            int64_t deadline = lua_tointeger(L, RU_DEADLINE);
-            if (fastsock_remaining_ms(deadline) > 0 || deadline < 0) {
-                lua_settop(L, RU_CLAIM);
-                fastsock_lua_pollable_push(L, rd->r.fd, FASTSOCK_WANT_READ, deadline);
-                fastsock_lua_wait(L, mode, RU_POLLABLE, ctx, readuntil_k);
-                readuntil_waited(L);
+            pwait *w = lua_touserdata(L, RU_STATE);
+            if (fastsock_remaining_ms(w->deadline) != 0) {
+                pwait_wait(L, RU_STATE, FASTSOCK_WANT_READ, ctx, readuntil_k);
+                pwait_waited(L, RU_STATE);
                 continue;
             }
             rc = -ETIMEDOUT;
@@ -946,13 +916,6 @@ void fastsock_lua_open_protocol(lua_State *L)
         lua_pushcfunction(L, pwait_close);
         lua_setfield(L, -2, "__close");
         lua_pushcfunction(L, pwait_close);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_pop(L, 1);
-    if (luaL_newmetatable(L, CLAIM_MT)) {
-        lua_pushcfunction(L, claim_close);
-        lua_setfield(L, -2, "__close");
-        lua_pushcfunction(L, claim_close);
         lua_setfield(L, -2, "__gc");
     }
     lua_pop(L, 1);
