@@ -140,12 +140,52 @@ static void *nogvl(void *arg)
     return NULL;
 }
 
+/* sendallv's try under a scheduler: at most a budget's worth of the
+ * iovecs, so that one transfer does not hold the loop for the whole of a
+ * large one (the last iovec shortened for the call, then put back). */
+static fastsock_result sendallv_try(fastsock_rb_call *c, fastsock_ctl *now)
+{
+    size_t sum = 0, k = 0, cnt = c->iovcnt, saved = 0;
+    while (k < c->iovcnt && sum + c->iov[k].iov_len <= FASTSOCK_XFER_BUDGET)
+        sum += c->iov[k++].iov_len;
+    int cut = k < c->iovcnt;
+    if (cut) {
+        saved = c->iov[k].iov_len;
+        c->iov[k].iov_len = FASTSOCK_XFER_BUDGET - sum;
+        cnt = k + 1;
+    }
+    fastsock_result rc = fastsock_sendallv(c->fd, c->iov, cnt, now);
+    if (cut)
+        c->iov[k].iov_len = saved;
+    fastsock_rb__iov_advance(c, now->moved);
+    /* A budget's worth went out and more is left: the scheduler's turn
+     * (a writable socket's wait comes straight back). */
+    return rc >= 0 && c->iovcnt > 0 ? -EAGAIN : rc;
+}
+
+/* recvfile's try under a scheduler, a budget's worth at most. */
+static fastsock_result recvfile_try(fastsock_rb_call *c, fastsock_ctl *now)
+{
+    size_t want = c->count < FASTSOCK_XFER_BUDGET ? c->count : FASTSOCK_XFER_BUDGET;
+    fastsock_result rc = fastsock_recvfile(c->fd, c->file, c->file_offset, want, now);
+    if (!c->file_append)
+        c->file_offset += (int64_t)now->moved;
+    c->count -= now->moved;
+    return rc >= 0 && c->count > 0 ? -EAGAIN : rc;
+}
+
 fastsock_result fastsock_rb__try_now(fastsock_rb_call *c)
 {
     fastsock_ctl now = FASTSOCK_CTL_INIT;
     now.timeout_ms = 0;
     fastsock_result rc;
     switch (c->op) {
+    case FASTSOCK_RB_SENDALLV:
+        rc = sendallv_try(c, &now);
+        break;
+    case FASTSOCK_RB_RECVFILE:
+        rc = recvfile_try(c, &now);
+        break;
     case FASTSOCK_RB_RECV:
         rc = fastsock_recv(c->fd, c->base, c->len, c->offset, c->count, c->flags, &now);
         break;
@@ -170,7 +210,7 @@ void fastsock_rb__run(fastsock_rb_call *c)
     /* A receive while a fiber's bulk receive waits on the same socket
      * would take bytes from the middle of its stream. */
     if ((c->op == FASTSOCK_RB_RECV || c->op == FASTSOCK_RB_RECVALL ||
-         c->op == FASTSOCK_RB_READUNTIL) &&
+         c->op == FASTSOCK_RB_READUNTIL || c->op == FASTSOCK_RB_RECVFILE) &&
         fastsock_rb__receive_busy(c->fd)) {
         c->rc = FASTSOCK_RB_EBUSY;
         return;
@@ -183,10 +223,8 @@ void fastsock_rb__run(fastsock_rb_call *c)
         if (c->rc != -EAGAIN || c->timeout_ms == 0)
             return;
     }
-    /* A call that never waits has nothing to ask a scheduler. sendallv and
-     * recvfile block the thread even under one (GVL released): their
-     * progressive forms are not written yet (docs/ruby.md). */
-    if (c->timeout_ms != 0 && c->op != FASTSOCK_RB_SENDALLV && c->op != FASTSOCK_RB_RECVFILE)
+    /* A call that never waits has nothing to ask a scheduler. */
+    if (c->timeout_ms != 0)
         c->scheduler = fastsock_rb__scheduler();
     if (!NIL_P(c->scheduler)) {
         fastsock_rb__sched_run(c);

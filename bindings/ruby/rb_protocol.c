@@ -8,9 +8,9 @@
  * top of the Native functions and private Reader methods defined here.
  *
  * The blocking ones run through rb_calls.c's loop (GVL released, interrupts
- * between resumptions); Reader#readuntil also waits through a Fiber
- * scheduler as recv_into does. sendallv and recvfile block the thread under
- * a scheduler (GVL released): their progressive forms are left for later.
+ * between resumptions). Under a Fiber scheduler all three try without
+ * waiting and wait through the scheduler in between, as recv_into does
+ * (rb_scheduler.c's single; sendallv and recvfile a budget's worth a try).
  */
 #include "fastsock_rb.h"
 
@@ -52,9 +52,10 @@ static int64_t bulk_timeout_ms(VALUE v)
 
 /* ---- sendallv ------------------------------------------------------------- */
 
+/* Also past empty iovecs at the front, so that iovcnt 0 means all sent. */
 void fastsock_rb__iov_advance(fastsock_rb_call *c, size_t moved)
 {
-    while (moved > 0 && c->iovcnt > 0) {
+    while (c->iovcnt > 0 && (moved > 0 || c->iov->iov_len == 0)) {
         if (moved >= c->iov->iov_len) {
             moved -= c->iov->iov_len;
             c->iov++;

@@ -248,12 +248,30 @@ static fastsock_result wait_for(fastsock_rb_call *c, unsigned events)
 
 /* recv_into, send and a Reader's readuntil, after run's first try found
  * nothing to do: a wait, then the try again (a reader keeps what each try
- * read in its look-ahead). */
+ * read in its look-ahead). sendallv and recvfile the same way, trying
+ * first: each try moves up to a budget's worth and never waits. */
 static void single(fastsock_rb_call *c)
 {
+    int sending = c->op == FASTSOCK_RB_SEND || c->op == FASTSOCK_RB_SENDALLV;
+    int wait_first = c->op != FASTSOCK_RB_SENDALLV && c->op != FASTSOCK_RB_RECVFILE;
+    if (c->op == FASTSOCK_RB_READUNTIL || c->op == FASTSOCK_RB_RECVFILE) {
+        /* Listed as the socket's receive while it waits, as a bulk
+         * receive is: a recv_into meanwhile would take from the middle. */
+        fastsock_result rc = open_own(c);
+        if (rc == 0 && receive_in_progress(c->dev, c->ino))
+            rc = FASTSOCK_RB_EBUSY;
+        if (rc == 0)
+            rc = list_receive(c);
+        if (rc < 0) {
+            c->rc = rc;
+            return;
+        }
+    }
     for (;;) {
-        fastsock_result rc =
-            wait_for(c, c->op == FASTSOCK_RB_SEND ? FASTSOCK_WANT_WRITE : FASTSOCK_WANT_READ);
+        fastsock_result rc = 0;
+        if (wait_first)
+            rc = wait_for(c, sending ? FASTSOCK_WANT_WRITE : FASTSOCK_WANT_READ);
+        wait_first = 1;
         if (rc < 0) {
             c->rc = rc;
             return;
@@ -459,7 +477,8 @@ void fastsock_rb__sched_run(fastsock_rb_call *c)
     c->wait_fd = -1;
     c->wait_io = Qnil;
     c->receiving = NULL;
-    if (c->op == FASTSOCK_RB_RECV || c->op == FASTSOCK_RB_SEND || c->op == FASTSOCK_RB_READUNTIL)
+    if (c->op == FASTSOCK_RB_RECV || c->op == FASTSOCK_RB_SEND || c->op == FASTSOCK_RB_READUNTIL ||
+        c->op == FASTSOCK_RB_SENDALLV || c->op == FASTSOCK_RB_RECVFILE)
         single(c);
     else if (c->op == FASTSOCK_RB_SENDFILE && !c->file_seekable)
         pipe_sendfile(c);

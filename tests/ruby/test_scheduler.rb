@@ -243,6 +243,40 @@ module SchedulerContract
     assert_operator beats, :>=, 10, "the heartbeat fiber never ran during readuntil"
   end
 
+  # sendallv and recvfile step between the scheduler's waits too: a slow
+  # sink and a trickled stream take ~300 ms each while another fiber beats.
+  def test_sendallv_and_recvfile_wait_through_the_scheduler
+    head = stream(64, 0, 64)
+    body = stream(64, 64, 16 << 20)
+    out = connect("sink seed=64 pause_ms=300")
+    inp = connect("gen len=3000000 seed=65 trickle=100000:10")
+    file = Tempfile.create("fastsock-sched-recvfile")
+    File.unlink(file.path)
+    @open << file
+    file.write("0123")
+    sent, got, beats = in_scheduler do
+      count = 0
+      done = false
+      hb = spawn do
+        until done
+          sleep 0.002
+          count += 1
+        end
+      end
+      n = Fastsock.sendallv(out, [head, body, "".b])
+      m = Fastsock.recvfile(inp, file, 3_000_000, nil, timeout: 30)
+      done = true
+      join(hb)
+      [n, m, count]
+    end
+    assert_equal (16 << 20) + 64, sent
+    assert_equal [sent, sent], Loopback.sink_answer(out)
+    assert_equal 3_000_000, got
+    assert_equal 3_000_004, file.pos
+    assert_equal stream(65, 0, 3_000_000), file.pread(3_000_000, 4)
+    assert_operator beats, :>=, 50, "the heartbeat fiber did not run during sendallv and recvfile"
+  end
+
   # A timeout or a stopped fiber hands nothing out and keeps what came in
   # the Reader, which is free for the next call.
   def test_readuntil_timeout_and_stop_keep_the_bytes

@@ -206,9 +206,8 @@ module Fastsock
     #
     # Up to 64 KiB in all go in one system call with the GVL held when the
     # socket has room; the rest with the GVL released, each String locked
-    # for the call. Under a Fiber scheduler it blocks the thread (the GVL
-    # released) instead of waiting through the scheduler: a known limit of
-    # this release.
+    # for the call. Under a Fiber scheduler it sends up to 1 MiB at a time
+    # between the scheduler's waits, as {sendall} does.
     #
     # @example a header, a body and a trailer
     #   Fastsock.sendallv(sock, ["$#{body.bytesize}\r\n", body, "\r\n"])
@@ -232,8 +231,9 @@ module Fastsock
     # +offset+ nil means the file's current position; afterwards the
     # position is +offset+ plus the bytes written (also after an error). A
     # file opened for appending, or a pipe, is written where it stands and
-    # takes no +offset+. Under a Fiber scheduler it blocks the thread (the
-    # GVL released): a known limit of this release.
+    # takes no +offset+. Under a Fiber scheduler it moves up to 1 MiB at a
+    # time between the scheduler's waits (a pipe that is full still blocks
+    # the thread while it is written).
     #
     # @example a file upload of known length
     #   File.open("upload.bin", "wb") { |f| Fastsock.recvfile(sock, f, length) }
