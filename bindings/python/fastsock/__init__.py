@@ -7,7 +7,7 @@ allocated once, with the GIL released for the whole transfer:
     fastsock.recvall_into(sock, buf, n, offset)   # into your own buffer
     fastsock.sendall(sock, data, offset, count)   # no slicing copy
     fastsock.sendfile(sock, file)                 # the kernel copies
-    fastsock.sendallv(sock, [head, body, b"\r\n"])  # one stream, no join
+    fastsock.sendallv(sock, [head, body, tail])   # one stream, no join
     fastsock.recvfile(sock, file, n)              # socket to file, in the kernel
 
 and for protocols: ``Reader(sock)`` reads a line up to a delimiter, then a
