@@ -93,6 +93,7 @@ typedef struct fastsock_rb_call {
     const void *delim;       /* readuntil */
     size_t dlen, max;
     const unsigned char *line; /* readuntil's result, inside the look-ahead */
+    int poll_first;          /* readuntil: the try found nothing, wait before recv */
     int64_t timeout_ms;      /* as given: < 0 none, 0 never wait */
     int64_t deadline;        /* fastsock_deadline(timeout_ms) */
     fastsock_ctl ctl;

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/stat.h>
 #ifdef __linux__
@@ -131,6 +132,22 @@ static void *nogvl(void *arg)
         c->rc = fastsock_recvfile(c->fd, c->file, c->file_offset, c->count, ctl);
         break;
     case FASTSOCK_RB_READUNTIL:
+        if (c->poll_first) {
+            /* The try with the GVL held found the socket empty: asking
+             * again at once (the core's recv before its poll) would only
+             * answer EAGAIN once more. */
+            struct pollfd p = { c->fd, POLLIN, 0 };
+            int waited = poll(&p, 1, ctl->timeout_ms < 0 ? -1 : (int)ctl->timeout_ms);
+            if (waited < 0 && errno == EINTR) {
+                c->rc = hook(c);
+                break;
+            }
+            if (waited == 0) {
+                c->rc = -ETIMEDOUT;
+                break;
+            }
+            c->poll_first = 0;
+        }
         c->rc = fastsock_reader_until(c->reader, c->delim, c->dlen, c->max, &c->line, ctl);
         break;
     }
@@ -222,6 +239,7 @@ void fastsock_rb__run(fastsock_rb_call *c)
         c->rc = fastsock_rb__try_now(c);
         if (c->rc != -EAGAIN || c->timeout_ms == 0)
             return;
+        c->poll_first = c->op == FASTSOCK_RB_READUNTIL;
     }
     /* A call that never waits has nothing to ask a scheduler. */
     if (c->timeout_ms != 0)
