@@ -19,8 +19,10 @@ local function fd_count()
   f:close()
   -- Pipes are left out: the write end of popen's own pipe is still open
   -- here, now and then, when ls looks (it is closed only after the fork),
-  -- and the module makes no pipes.
-  local h = assert(io.popen("ls -l /proc/" .. pid .. "/fd | grep -c -v -e ' pipe:' -e '^total'"))
+  -- and the calls run here make no pipes. So is an entry ls lists but can
+  -- no longer stat ("l?????????", that pipe closing meanwhile).
+  local h = assert(io.popen("ls -l /proc/" .. pid .. "/fd 2>/dev/null | " ..
+                            "grep -c -v -e ' pipe:' -e '^total' -e '^l?'"))
   local n = tonumber(h:read("l"))
   h:close()
   return n
