@@ -68,6 +68,12 @@ static PyObject *fastsock_py_sendallv(PyObject *self, PyObject *const *args, Py_
     }
     /* Every buffer is checked before the first byte moves. */
     for (Py_ssize_t i = 0; i < n; i++) {
+        /* A class's __buffer__ (Python 3.12) may run code that empties the
+         * list on the way. */
+        if (i >= PySequence_Fast_GET_SIZE(seq)) {
+            PyErr_SetString(PyExc_RuntimeError, "sendallv(): the list of buffers changed size during the call");
+            goto done;
+        }
         PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
         if (PyObject_GetBuffer(item, &views[i], PyBUF_SIMPLE) < 0) {
             if (PyErr_ExceptionMatches(PyExc_TypeError) || PyErr_ExceptionMatches(PyExc_BufferError)) {
