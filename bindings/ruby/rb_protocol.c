@@ -203,13 +203,56 @@ static VALUE native_sendallv(VALUE mod, VALUE sockv, VALUE list, VALUE timeoutv)
 typedef struct recvfile_job {
     fastsock_rb_call *call;
     VALUE file_io;           /* the File, or Qnil for an Integer fd */
+    VALUE sock_io;           /* the socket's IO, or Qnil for an Integer fd */
     int64_t start;
     int restore_flags, file_flags;
 } recvfile_job;
 
+/* Writes p[0, n) where the receive would have: at the offset, or where an
+ * appending file or a pipe stands. 0 or a negative errno. */
+static fastsock_result write_file(fastsock_rb_call *c, const char *p, size_t n)
+{
+    size_t done = 0;
+    while (done < n) {
+        ssize_t w = c->file_append ? write(c->file, p + done, n - done)
+                                   : pwrite(c->file, p + done, n - done,
+                                            (off_t)(c->file_offset + (int64_t)done));
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return w < 0 ? -errno : -EIO;
+        done += (size_t)w;
+        c->total += (size_t)w;
+    }
+    return 0;
+}
+
 static VALUE recvfile_body(VALUE arg)
 {
-    fastsock_rb__run(((recvfile_job *)arg)->call);
+    recvfile_job *j = (recvfile_job *)arg;
+    fastsock_rb_call *c = j->call;
+    /* Bytes the socket's IO read ahead (after gets) come first: into the
+     * file before anything the socket still holds. */
+    size_t ahead = c->count > 0 ? fastsock_rb__buffered(j->sock_io) : 0;
+    if (ahead > 0) {
+        fastsock_rb__require_socket(c->fd, c->name);
+        size_t k = ahead < c->count ? ahead : c->count;
+        VALUE tmp;
+        char *bytes = ALLOCV(tmp, k);
+        fastsock_rb__take_buffered(j->sock_io, bytes, k);
+        c->rc = write_file(c, bytes, k);
+        ALLOCV_END(tmp);
+        if (c->rc < 0)
+            return Qnil;
+        if (!c->file_append)
+            c->file_offset += (int64_t)k;
+        c->count -= k;
+        if (c->count == 0) {
+            c->rc = (fastsock_result)k;
+            return Qnil;
+        }
+    }
+    fastsock_rb__run(c);
     return Qnil;
 }
 
@@ -285,7 +328,7 @@ static VALUE native_recvfile(VALUE mod, VALUE sockv, VALUE filev, VALUE countv, 
                      c.file_seekable ? "opened for appending" : "not seekable");
     }
     c.file_offset = offset;
-    recvfile_job j = { &c, file_io, offset, 0, 0 };
+    recvfile_job j = { &c, file_io, fastsock_rb__io_of(sockv, "sock"), offset, 0, 0 };
     /* Ruby 3 makes pipes O_NONBLOCK, and the core writes them with plain
      * write(): a full pipe would fail with EAGAIN instead of waiting. */
     if (!c.file_seekable && (fl & O_NONBLOCK) && fcntl(file, F_SETFL, fl & ~O_NONBLOCK) == 0) {

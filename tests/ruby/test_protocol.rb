@@ -175,6 +175,17 @@ class ProtocolTest < Minitest::Test
     assert_equal stream(34, 0, 10), Fastsock.recvall(sock, 10)
   end
 
+  def test_recvfile_takes_what_the_socket_io_read_ahead_first
+    sock = connect("gen len=200000 seed=36")
+    line = sock.gets("\n") # Ruby's IO reads ahead past the line
+    assert_operator line.bytesize, :<, 4096 # so the IO holds bytes of the file
+    f = temp_file("..")
+    n = 200_000 - line.bytesize
+    assert_equal n, Fastsock.recvfile(sock, f, n, 2)
+    assert_equal 2 + n, f.pos
+    assert_equal stream(36, line.bytesize, n), f.pread(n, 2)
+  end
+
   def test_recvfile_end_of_stream_keeps_what_was_written
     f = temp_file
     sock = connect("gen len=1000 seed=35 close=700")
