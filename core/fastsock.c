@@ -861,8 +861,9 @@ fastsock_result fastsock_sendfile(int sock, int file, int64_t offset, size_t cou
     blocking_session s;
     /* With a deadline, sendfile(2) waits in poll: the kernel restarts
      * SO_SNDTIMEO for every piece of one call, so a blocking call to a reader
-     * that is slow but never stalls would outlast any deadline. */
-    int blocking = session_begin(&s, sock, SO_SNDTIMEO, &d, ctl, d.limited);
+     * that is slow but never stalls would outlast any deadline. Never
+     * waiting needs O_NONBLOCK too: sendfile(2) takes no flags. */
+    int blocking = session_begin(&s, sock, SO_SNDTIMEO, &d, ctl, d.limited || d.never_wait);
     if (blocking < 0)
         return blocking;
     fastsock_result rc = 0;
@@ -1059,7 +1060,9 @@ fastsock_result fastsock_recvfile(int sock, int file, int64_t offset, size_t cou
         return 0;
     deadline d = deadline_from(ctl);
     blocking_session s;
-    int blocking = session_begin(&s, sock, SO_RCVTIMEO, &d, ctl, 0);
+    /* splice(2)'s SPLICE_F_NONBLOCK is the pipe's: a blocking socket would
+     * still wait in it, so never waiting makes the socket O_NONBLOCK. */
+    int blocking = session_begin(&s, sock, SO_RCVTIMEO, &d, ctl, d.never_wait);
     if (blocking < 0)
         return blocking;
     fastsock_result rc = 0;

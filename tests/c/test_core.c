@@ -752,6 +752,42 @@ static void test_find(void)
     CHECK(fastsock_find(hay, n, 0, "abcaabcabX", 10) == -1);
 }
 
+/* Timeout 0 never waits, on a blocking socket too: recvfile (splice would
+ * wait on the socket whatever SPLICE_F_NONBLOCK says) and sendfile. The
+ * socket's own 2 s timeout bounds a call that waits by mistake. */
+static void test_never_wait_file_calls(void)
+{
+    int sv[2];
+    pair(sv);
+    struct timeval two = { 2, 0 };
+    setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &two, sizeof two);
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDTIMEO, &two, sizeof two);
+    char path[] = "/tmp/fastsock-test-never-XXXXXX";
+    int file = mkstemp(path);
+    unlink(path);
+    fastsock_ctl ctl = FASTSOCK_CTL_INIT;
+    ctl.timeout_ms = 0;
+    struct timeval t0, t1;
+    gettimeofday(&t0, NULL);
+    CHECK(fastsock_recvfile(sv[0], file, 0, 100, &ctl) == -EAGAIN && ctl.moved == 0);
+    CHECK(write(sv[1], "abc", 3) == 3);
+    CHECK(fastsock_recvfile(sv[0], file, 0, 100, &ctl) == -EAGAIN && ctl.moved == 3);
+    CHECK(!(fcntl(sv[0], F_GETFL) & O_NONBLOCK));
+
+    size_t len = 8u << 20;
+    char *data = calloc(1, len);
+    CHECK(write(file, data, len) == (ssize_t)len);
+    fastsock_result rc = fastsock_sendfile(sv[0], file, 0, len, &ctl);
+    CHECK((rc == -EAGAIN && ctl.moved > 0 && ctl.moved < len) || (rc >= 0 && (size_t)rc < len));
+    CHECK(!(fcntl(sv[0], F_GETFL) & O_NONBLOCK));
+    gettimeofday(&t1, NULL);
+    CHECK(t1.tv_sec - t0.tv_sec < 2);
+    free(data);
+    close(file);
+    close(sv[0]);
+    close(sv[1]);
+}
+
 int main(void)
 {
     test_ranges();
@@ -772,6 +808,7 @@ int main(void)
     test_reader();
     test_reader_long_line();
     test_find();
+    test_never_wait_file_calls();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
