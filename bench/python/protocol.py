@@ -11,10 +11,11 @@
   sendallv_100x64  100 pieces of 64 B per op, 2,000 ops (--quick: 500) per
                    route on one sink connection, the routes alternating in
                    slices of a tenth: sendallv, a fastsock.sendall per piece
-  recvfile_shm     a 256 MiB stream (--quick: 64 MiB) into a new file in
-  recvfile_disk    /dev/shm, or /var/tmp (no fsync), deleted after:
-                   fastsock.recvfile, and sock.recv_into a reused 1 MiB
-                   bytearray + write of the view to an unbuffered file
+  recvfile_shm     256 MiB (--quick: 64 MiB) into a new file in /dev/shm,
+  recvfile_disk    or /var/tmp (no fsync), deleted after: fastsock.recvfile,
+                   and sock.recv_into a reused 1 MiB bytearray + write of the
+                   view to an unbuffered file; both over one connection, in
+                   alternating quarters
   resp_1k          `resp len=1024`: "GET k\\r\\n", then "$1024\\r\\n" + body +
                    "\\r\\n", ping-pong, 20,000 requests (--quick: 2,000):
                    fastsock.Reader (readuntil, recvall(n + 2)), and
@@ -245,35 +246,64 @@ def recv_stdlib(c, f, n):
     return n
 
 
-def verify_file(route, path, n):
+RECVFILE_SLICES = 4
+
+
+def bench_recvfile(server, bench, directory, rnd, n):
+    """Both routes over one connection, alternating in slices of n / 4 (a
+    connection's rate depends on where its ends run, see RespClient), each
+    into a new file of its own, which holds n bytes in the end. RSS: the
+    worst slice's peak beyond the RSS just before it."""
+    routes = rotate(["recvfile", "stdlib"], rnd)
+    part = n // RECVFILE_SLICES
+    paths = {r: os.path.join(directory, f"fastsock-protocol-py-{os.getpid()}-{rnd}-{r}") for r in routes}
+    files = {}
+    try:
+        for r in routes:
+            files[r] = open(paths[r], "wb", buffering=0)
+        c = server.connect(f"gen len={part * RECVFILE_SLICES * len(routes)} seed={SEED}")
+        spent = dict.fromkeys(routes, 0.0)
+        worst = dict.fromkeys(routes, (0.0, 0.0))
+        starts = {r: [] for r in routes}  # where each slice of a file came from in the stream
+        at = 0
+        for _ in range(RECVFILE_SLICES):
+            for r in routes:
+                base = reset_peak()
+                t0 = time.perf_counter()
+                got = fastsock.recvfile(c, files[r], part) if r == "recvfile" else recv_stdlib(c, files[r], part)
+                spent[r] += time.perf_counter() - t0
+                peak = status_mb(b"VmHWM:")
+                if got != part:
+                    raise SystemExit(f"{r}: {got} of {part} bytes")
+                if peak - base >= worst[r][0] - worst[r][1]:
+                    worst[r] = (peak, base)
+                starts[r].append(at)
+                at += part
+        c.close()
+        for r in routes:
+            files[r].close()
+            verify_file(r, paths[r], part, starts[r])
+            emit(bench, r, n, rnd, part * RECVFILE_SLICES / spent[r] / 1e6, "MB/s", worst[r])
+    finally:
+        for r, f in files.items():
+            f.close()
+        for path in paths.values():
+            if os.path.exists(path):
+                os.unlink(path)
+
+
+def verify_file(route, path, part, starts):
+    """The file's size, and 64 KiB at the start, middle and end of each
+    slice, against the stream bytes the slice came from."""
+    n = part * len(starts)
     size = os.path.getsize(path)
     if size != n:
         raise SystemExit(f"{route}: the file holds {size} of {n} bytes")
     with open(path, "rb") as f:
-        for off in (0, n // 2, n - 65536):
-            if os.pread(f.fileno(), 65536, off) != stream(off, 65536):
-                raise SystemExit(f"{route}: the file's bytes at {off} differ from the stream")
-
-
-def bench_recvfile(server, bench, directory, rnd, n):
-    for route in rotate(["recvfile", "stdlib"], rnd):
-        path = os.path.join(directory, f"fastsock-protocol-py-{os.getpid()}-{rnd}-{route}")
-        try:
-            with open(path, "wb", buffering=0) as f:
-                c = server.connect(f"gen len={n} seed={SEED}")
-                base = reset_peak()
-                t0 = time.perf_counter()
-                got = fastsock.recvfile(c, f, n) if route == "recvfile" else recv_stdlib(c, f, n)
-                dt = time.perf_counter() - t0
-                peak = status_mb(b"VmHWM:")
-                c.close()
-                if got != n:
-                    raise SystemExit(f"{route}: {got} of {n} bytes")
-            verify_file(route, path, n)
-            emit(bench, route, n, rnd, n / dt / 1e6, "MB/s", (peak, base))
-        finally:
-            if os.path.exists(path):
-                os.unlink(path)
+        for k, start in enumerate(starts):
+            for off in (0, part // 2, part - 65536):
+                if os.pread(f.fileno(), 65536, k * part + off) != stream(start + off, 65536):
+                    raise SystemExit(f"{route}: the file's bytes at {k * part + off} differ from the stream")
 
 
 # ---- resp ---------------------------------------------------------------------------
