@@ -126,6 +126,8 @@ size_t fastsock_rb__size(VALUE v, const char *what, int nil_is_all)
 size_t fastsock_rb__nbytes(VALUE v)
 {
     v = rb_to_int(v);
+    if (RB_FIXNUM_P(v) && FIX2LONG(v) >= 0)
+        return (size_t)FIX2LONG(v); /* the common case, without a method call */
     if (RTEST(rb_funcall(v, '<', 1, INT2FIX(0))))
         rb_raise(rb_eArgError, "fastsock.recvall: n must not be negative");
     if (!RB_FIXNUM_P(v) && RTEST(rb_funcall(v, '>', 1, LONG2NUM(LONG_MAX - 1))))
