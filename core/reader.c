@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 /* The first receive's size, and the growth step: a whole RESP or HTTP reply
  * header, and a small body with it, in one system call. */
@@ -66,6 +67,35 @@ static int make_room(fastsock_reader *r)
     return 0;
 }
 
+/* One receive into the room after end. Without a deadline a blocking
+ * socket waits inside recv itself: one system call where poll and recv
+ * make two, which is most of a small reply's cost when it has yet to come.
+ * An O_NONBLOCK socket answers EAGAIN at once and waits in poll. */
+static fastsock_result fill(fastsock_reader *r, int64_t deadline, fastsock_ctl *ctl)
+{
+    char *at = (char *)r->buf + r->end;
+    size_t room = r->cap - r->end;
+    if (ctl->timeout_ms < 0 && !(ctl->flags & FASTSOCK_POLL_ONLY)) {
+        for (;;) {
+            ssize_t got = recv(r->fd, at, room, 0);
+            if (got >= 0)
+                return got;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            if (errno != EINTR)
+                return -errno;
+            int rc = ctl->on_interrupt ? ctl->on_interrupt(ctl->interrupt_arg) : 0;
+            if (rc < 0)
+                return rc;
+        }
+    }
+    fastsock_ctl one = *ctl;
+    one.timeout_ms = ctl->timeout_ms == 0 ? 0 : fastsock_remaining_ms(deadline);
+    if (ctl->timeout_ms > 0 && one.timeout_ms == 0)
+        return -ETIMEDOUT;
+    return fastsock_recv(r->fd, r->buf, r->cap, r->end, room, 0, &one);
+}
+
 fastsock_result fastsock_reader_until(fastsock_reader *r, const void *delim, size_t dlen,
                                       size_t max, const unsigned char **line, fastsock_ctl *ctl)
 {
@@ -97,11 +127,7 @@ fastsock_result fastsock_reader_until(fastsock_reader *r, const void *delim, siz
         int rc = make_room(r);
         if (rc < 0)
             return rc;
-        fastsock_ctl one = *ctl;
-        one.timeout_ms = ctl->timeout_ms == 0 ? 0 : fastsock_remaining_ms(deadline);
-        if (ctl->timeout_ms > 0 && one.timeout_ms == 0)
-            return -ETIMEDOUT;
-        fastsock_result got = fastsock_recv(r->fd, r->buf, r->cap, r->end, r->cap - r->end, 0, &one);
+        fastsock_result got = fill(r, deadline, ctl);
         if (got < 0)
             return got; /* timeout, reset...: nothing consumed, the bytes stay buffered */
         if (got == 0) {
