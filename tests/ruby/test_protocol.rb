@@ -108,6 +108,16 @@ class ProtocolTest < Minitest::Test
     body << "z" # unlocked afterwards
   end
 
+  def test_a_killed_sendallv_unlocks_its_strings
+    a, b = pair
+    body = "k" * (8 << 20)
+    sender = Thread.new { Fastsock.sendallv(a, [body, body]) }
+    sleep 0.01 until sender.status == "sleep"
+    sender.kill.join
+    body << "unlocked" # a String left locked would raise here
+    assert_operator b.read_nonblock(1 << 20).bytesize, :>, 0
+  end
+
   def test_sendallv_the_same_string_twice_and_a_timeout_with_progress
     sock = connect("sink seed=5 pause_ms=1500")
     piece = "q" * (1 << 20)
@@ -184,6 +194,20 @@ class ProtocolTest < Minitest::Test
     assert_equal n, Fastsock.recvfile(sock, f, n, 2)
     assert_equal 2 + n, f.pos
     assert_equal stream(36, line.bytesize, n), f.pread(n, 2)
+  end
+
+  def test_recvfile_interrupted_by_thread_raise_sets_the_position
+    f = temp_file
+    sock = connect("gen len=100000 seed=37 stall=3000 stall_ms=3000")
+    receiver = Thread.new { Fastsock.recvfile(sock, f, 100_000, 10) }
+    receiver.report_on_exception = false
+    sleep 0.01 until receiver.status == "sleep"
+    sleep 0.1
+    receiver.raise(RuntimeError, "stop")
+    err = assert_raises(RuntimeError) { receiver.join }
+    assert_equal "stop", err.message
+    assert_equal 3010, f.pos
+    assert_equal stream(37, 0, 3000), f.pread(3000, 10)
   end
 
   def test_recvfile_end_of_stream_keeps_what_was_written
@@ -312,6 +336,32 @@ class ProtocolTest < Minitest::Test
     waiting.kill.join
     a.write("\n")
     assert_equal "kept\n", r.readuntil("\n") # the killed call kept what it read
+  end
+
+  # Lines of every length up to a few KiB, delimiters of 1 to 5 bytes, sent
+  # in pieces of random size: every delimiter that straddles two receives
+  # is found, and nothing is lost or repeated.
+  def test_reader_against_a_plain_split
+    rng = Random.new(17)
+    [":", "\r\n", "<!>", "-=-=-"].each do |delim|
+      a, b = pair
+      lines = Array.new(300) { "x".b * rng.rand(0..3000) + delim.b }
+      data = lines.join
+      writer = Thread.new do
+        at = 0
+        while at < data.bytesize
+          n = rng.rand(1..700)
+          a.write(data.byteslice(at, n))
+          at += n
+          sleep 0.0005 if rng.rand(8).zero?
+        end
+      end
+      r = Fastsock::Reader.new(b)
+      got = Array.new(lines.size) { r.readuntil(delim, max: 4096, timeout: 10) }
+      writer.join
+      assert_equal lines, got
+      assert_equal 0, r.buffered
+    end
   end
 
   # -- find and split ----------------------------------------------------------------
