@@ -201,8 +201,8 @@ class ProtocolTest < Minitest::Test
     sock = connect("gen len=100000 seed=37 stall=3000 stall_ms=3000")
     receiver = Thread.new { Fastsock.recvfile(sock, f, 100_000, 10) }
     receiver.report_on_exception = false
-    sleep 0.01 until receiver.status == "sleep"
-    sleep 0.1
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + 10
+    sleep 0.01 until f.stat.size == 3010 || Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
     receiver.raise(RuntimeError, "stop")
     err = assert_raises(RuntimeError) { receiver.join }
     assert_equal "stop", err.message
