@@ -455,12 +455,32 @@ static fastsock_result first_try(int fd, char *p, size_t n, int receiving, fasts
 
 /* ---- receiving -------------------------------------------------------------- */
 
+/* Set by fastsock_recvall_try that did not complete: the fastsock_recvall
+ * that finishes its receive counts the try's recv too. */
+static _Thread_local int try_pending;
+
+fastsock_result fastsock_recvall_try(int fd, void *buf, size_t len, size_t offset,
+                                     size_t count, fastsock_ctl *ctl)
+{
+    size_t n;
+    ctl->moved = 0;
+    recvall_cycles = 0;
+    try_pending = 0;
+    fastsock_result rc = fastsock__check_range(len, offset, count, &n);
+    if (rc < 0)
+        return rc;
+    rc = first_try(fd, (char *)buf + offset, n, 1, ctl);
+    try_pending = rc == 0 && recvall_cycles > 0;
+    return rc;
+}
+
 fastsock_result fastsock_recvall(int fd, void *buf, size_t len, size_t offset,
                                  size_t count, fastsock_ctl *ctl)
 {
     size_t n;
     ctl->moved = 0;
-    recvall_cycles = 0;
+    recvall_cycles = try_pending ? 1 : 0;
+    try_pending = 0;
     fastsock_result rc = fastsock__check_range(len, offset, count, &n);
     if (rc < 0)
         return rc;
@@ -886,8 +906,12 @@ fastsock_result fastsock_sendfile(int sock, int file, int64_t offset, size_t cou
 /* ---- recvfile ------------------------------------------------------------------- */
 
 /* Writes all of p[0, n) to the file, at *pos when seekable (advancing it),
- * else where the file stands. 0 or a negative errno. */
-static int write_all(int file, const char *p, size_t n, int64_t *pos, int seekable)
+ * else where the file stands, adding what reached the file to *moved as it
+ * goes, so that a write failing part-way still counts the part. 0 or a
+ * negative errno. A signal does not end it: these bytes have left the
+ * socket already, and stopping here would lose them (a pipe nobody drains
+ * keeps the call waiting, as a blocking write would). */
+static int write_all(int file, const char *p, size_t n, int64_t *pos, int seekable, size_t *moved)
 {
     while (n > 0) {
         ssize_t w = seekable ? pwrite(file, p, n, (off_t)*pos) : write(file, p, n);
@@ -900,6 +924,7 @@ static int write_all(int file, const char *p, size_t n, int64_t *pos, int seekab
         p += w;
         n -= (size_t)w;
         *pos += w;
+        *moved += (size_t)w;
     }
     return 0;
 }
@@ -923,9 +948,8 @@ static fastsock_result recv_and_write(int sock, int file, int seekable, int64_t 
         if (got > 0) {
             /* What was received is written before anything else can end
              * the call: moved counts bytes in the file. */
-            if ((rc = write_all(file, buf, (size_t)got, &pos, seekable)) < 0)
+            if ((rc = write_all(file, buf, (size_t)got, &pos, seekable, &ctl->moved)) < 0)
                 break;
-            ctl->moved += (size_t)got;
             continue;
         }
         if (got == 0)
@@ -968,10 +992,12 @@ static int drain_pipe(int pipe_rd, int file, loff_t *pos, size_t n, int *splicea
             out = read(pipe_rd, tmp, n < sizeof tmp ? n : sizeof tmp);
             if (out > 0) {
                 int64_t at = (int64_t)*pos;
-                int rc = write_all(file, tmp, (size_t)out, &at, 1);
+                int rc = write_all(file, tmp, (size_t)out, &at, 1, &ctl->moved);
+                *pos = (loff_t)at;
                 if (rc < 0)
                     return rc;
-                *pos = (loff_t)at;
+                n -= (size_t)out;
+                continue;
             }
         }
         if (out < 0 && errno == EINTR)

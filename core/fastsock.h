@@ -90,6 +90,18 @@ fastsock_result fastsock_recvall(int fd, void *buf, size_t len, size_t offset,
                                  size_t count, fastsock_ctl *ctl);
 
 /*
+ * recvall's first try alone, for a binding that keeps its interpreter lock
+ * through a call that can't wait, and releases it only to wait: with count
+ * up to 64 KiB, one non-blocking recv (beyond that, nothing). Returns 1 when
+ * all count bytes came (the receive is done), 0 when not all did (ctl->moved
+ * did: finish with fastsock_recvall from offset + ctl->moved, whose
+ * recvall_cycles() then counts this try's recv too), or the error that came
+ * instead (FASTSOCK_EOF, -ECONNRESET...), with ctl->moved exact.
+ */
+fastsock_result fastsock_recvall_try(int fd, void *buf, size_t len, size_t offset,
+                                     size_t count, fastsock_ctl *ctl);
+
+/*
  * One receive of at most count bytes into buf[offset, ...), waiting until
  * data arrives or the timeout passes. Returns the count, 0 at end of stream,
  * -EAGAIN when timeout_ms is 0 and nothing was there, -ETIMEDOUT.

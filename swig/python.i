@@ -89,7 +89,7 @@
 }
 
 /* The timeout: seconds, None for no limit, Ellipsis for the socket's own. */
-%typemap(in) fastsock_ctl *CTL, fastsock_ctl *RECVALL_CTL {
+%typemap(in) fastsock_ctl *CTL {
     if (fastsock_py_ctl($input, &call1, "$symname") < 0)
         SWIG_fail;
     $1 = &call1.ctl;
@@ -125,8 +125,6 @@
 %rename(recvfile) fastsock_recvfile;
 fastsock_result fastsock_recvfile(int SOCK, int FILE, int64_t OFFSET, size_t COUNT, fastsock_ctl *CTL);
 
-%rename(recvall) fastsock_py_recvall;
-PyObject *fastsock_py_recvall(int SOCK, PyObject *n_obj, fastsock_ctl *RECVALL_CTL);
 
 %rename(_set_incomplete_error) fastsock_py_set_incomplete_error;
 PyObject *fastsock_py_set_incomplete_error(PyObject *cls);

@@ -112,7 +112,6 @@ PyObject *fastsock_py_incomplete_line(PyObject *partial);
 
 /* ---- py_calls.c ---------------------------------------------------------------- */
 
-PyObject *fastsock_py_recvall(int fd, PyObject *n_obj, fastsock_ctl *ctl);
 /* A fresh result's size: n >= 0, or -1 with ValueError (negative) or
  * MemoryError (beyond any allocation) set. */
 Py_ssize_t fastsock_py_alloc_size(PyObject *n_obj, const char *fn);

@@ -69,10 +69,9 @@ void fastsock_py_fresh_failed(PyObject *bytes, fastsock_result rc, const fastsoc
 
 /* recvall: one bytes object at the final size, filled in place by the core
  * without the GIL; on failure shrunk (no copy) to what arrived. */
-PyObject *fastsock_py_recvall(int fd, PyObject *n_obj, fastsock_ctl *ctl)
+static PyObject *fastsock_py_recvall_fd(int fd, PyObject *n_obj, fastsock_py_call *call)
 {
-    /* The RECVALL_CTL typemap hands over the ctl inside the call record. */
-    fastsock_py_call *call = (fastsock_py_call *)((char *)ctl - offsetof(fastsock_py_call, ctl));
+    fastsock_ctl *ctl = &call->ctl;
     Py_ssize_t n = fastsock_py_alloc_size(n_obj, "recvall");
     if (n < 0)
         return NULL;
@@ -80,13 +79,21 @@ PyObject *fastsock_py_recvall(int fd, PyObject *n_obj, fastsock_ctl *ctl)
     if (bytes == NULL)
         return NULL;
     call->len = call->count = (size_t)n;
-    fastsock_result rc;
-    Py_BEGIN_ALLOW_THREADS
-    /* Huge pages and pre-faulting: a fresh 256 MiB result otherwise fills at
-     * a fifth of a hot buffer's speed (bench/README.md). */
-    fastsock_advise_fresh(PyBytes_AS_STRING(bytes), (size_t)n);
-    rc = fastsock_recvall(fd, PyBytes_AS_STRING(bytes), (size_t)n, 0, (size_t)n, ctl);
-    Py_END_ALLOW_THREADS
+    char *buf = PyBytes_AS_STRING(bytes);
+    /* A small receive whose bytes are there already (a length prefix, a
+     * header) costs one recv with the GIL held, as socket.recv does:
+     * releasing and taking the GIL around it cost as much again. */
+    fastsock_result rc = fastsock_recvall_try(fd, buf, (size_t)n, 0, (size_t)n, ctl);
+    if (rc == 0) {
+        size_t first = ctl->moved;
+        Py_BEGIN_ALLOW_THREADS
+        /* Huge pages and pre-faulting: a fresh 256 MiB result otherwise fills
+         * at a fifth of a hot buffer's speed (bench/README.md). */
+        fastsock_advise_fresh(buf, (size_t)n);
+        rc = fastsock_recvall(fd, buf, (size_t)n, first, (size_t)n - first, ctl);
+        Py_END_ALLOW_THREADS
+        ctl->moved += first;
+    }
     if (rc >= 0)
         return bytes;
     fastsock_py_fresh_failed(bytes, rc, call, "recvall");
@@ -101,6 +108,28 @@ static fastsock_py_params fastsock_py_recv_into_params = {
 static fastsock_py_params fastsock_py_send_params = {
     "send", 4, 2, 0, { "sock", "data", "offset", "count" }, { NULL }
 };
+static fastsock_py_params fastsock_py_recvall_params = {
+    "recvall", 3, 2, 0, { "sock", "n", "timeout" }, { NULL }
+};
+
+/* A C function, not SWIG's wrapper: a small recvall whose bytes are there
+ * costs one recv, and the wrapper's argument handling cost about as much
+ * (bench/run.py, issue 18). The package's def gives it its signature. */
+static PyObject *fastsock_py_recvall(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                     PyObject *kwnames)
+{
+    (void)self;
+    const char *fn = "recvall";
+    PyObject *arg[FASTSOCK_PY_MAX_PARAMS]; /* sock, n, timeout */
+    if (fastsock_py_parse(&fastsock_py_recvall_params, args, nargs, kwnames, arg) < 0)
+        return NULL;
+    fastsock_py_call call = FASTSOCK_PY_CALL_INIT;
+    int fd;
+    if (fastsock_py_socket(arg[0], &fd, &call, fn) < 0 ||
+        fastsock_py_ctl(arg[2] ? arg[2] : Py_Ellipsis, &call, fn) < 0)
+        return NULL;
+    return fastsock_py_recvall_fd(fd, arg[1], &call);
+}
 
 static PyObject *fastsock_py_recv_into(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                        PyObject *kwnames)
@@ -163,6 +192,9 @@ static PyObject *fastsock_py_send(PyObject *self, PyObject *const *args, Py_ssiz
 /* The documentation the package's defs had; the first line is the
  * signature inspect and help() show. */
 static PyMethodDef fastsock_py_methods[] = {
+    { "recvall", (PyCFunction)(void (*)(void))fastsock_py_recvall, METH_FASTCALL | METH_KEYWORDS,
+      "recvall($module, sock, n, timeout=..., /)\n--\n\n"
+      "fastsock.recvall's C part: timeout Ellipsis is the socket's own." },
     { "recv_into", (PyCFunction)(void (*)(void))fastsock_py_recv_into, METH_FASTCALL | METH_KEYWORDS,
       "recv_into($module, /, sock, buffer, nbytes=0, flags=0, *, offset=0)\n--\n\n"
       "Receive up to nbytes into buffer at offset, in one receive; return the count.\n"
@@ -203,7 +235,8 @@ int fastsock_py_init(PyObject *m)
 {
     if (fastsock_py_args_init() < 0 || fastsock_py_errors_init() < 0 ||
         fastsock_py_intern_params(&fastsock_py_recv_into_params) < 0 ||
-        fastsock_py_intern_params(&fastsock_py_send_params) < 0)
+        fastsock_py_intern_params(&fastsock_py_send_params) < 0 ||
+        fastsock_py_intern_params(&fastsock_py_recvall_params) < 0)
         return -1;
     /* __module__ "fastsock", where users find them: pickle and help() look
      * them up there. */

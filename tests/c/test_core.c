@@ -788,6 +788,28 @@ static void test_never_wait_file_calls(void)
     close(sv[1]);
 }
 
+/* recvall's first try alone: done in one recv when the bytes are there;
+ * else a recvall finishes from where it stopped and counts its recv too. */
+static void test_recvall_try(void)
+{
+    int sv[2];
+    pair(sv);
+    fastsock_ctl ctl = FASTSOCK_CTL_INIT;
+    char buf[16];
+    CHECK(write(sv[1], "0123456789", 10) == 10);
+    CHECK(fastsock_recvall_try(sv[0], buf, sizeof buf, 0, 4, &ctl) == 1 && ctl.moved == 4);
+    CHECK(memcmp(buf, "0123", 4) == 0 && fastsock_recvall_cycles() == 1);
+    CHECK(fastsock_recvall_try(sv[0], buf, sizeof buf, 0, 10, &ctl) == 0 && ctl.moved == 6);
+    size_t first = ctl.moved;
+    CHECK(write(sv[1], "abcd", 4) == 4);
+    CHECK(fastsock_recvall(sv[0], buf, sizeof buf, first, 10 - first, &ctl) == 4 && ctl.moved == 4);
+    CHECK(memcmp(buf, "456789abcd", 10) == 0 && fastsock_recvall_cycles() == 2);
+    CHECK(fastsock_recvall_try(sv[0], buf, sizeof buf, 0, 17, &ctl) == FASTSOCK_ECOUNT);
+    close(sv[1]);
+    CHECK(fastsock_recvall_try(sv[0], buf, sizeof buf, 0, 4, &ctl) == FASTSOCK_EOF && ctl.moved == 0);
+    close(sv[0]);
+}
+
 int main(void)
 {
     test_ranges();
@@ -799,6 +821,7 @@ int main(void)
     test_send_full_socket();
     test_not_a_socket();
     test_first_try();
+    test_recvall_try();
     test_sendallv();
     test_recvfile();
     test_xfer_recv_budget_and_fresh();
