@@ -120,6 +120,8 @@ Py_ssize_t fastsock_py_alloc_size(PyObject *n_obj, const char *fn);
  * with it as .partial. Steals bytes. */
 void fastsock_py_fresh_failed(PyObject *bytes, fastsock_result rc, const fastsock_py_call *call,
                               const char *fn);
+/* Adds defs (ending with a NULL ml_name) to m as functions of the package. */
+int fastsock_py_add_functions(PyObject *m, PyMethodDef *defs);
 /* Everything above set up; recv_into, send, Receiver and Sender added to m. */
 int fastsock_py_init(PyObject *m);
 

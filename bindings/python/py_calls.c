@@ -231,19 +231,14 @@ static PyMethodDef fastsock_py_methods[] = {
     { NULL, NULL, 0, NULL }
 };
 
-int fastsock_py_init(PyObject *m)
+int fastsock_py_add_functions(PyObject *m, PyMethodDef *defs)
 {
-    if (fastsock_py_args_init() < 0 || fastsock_py_errors_init() < 0 ||
-        fastsock_py_intern_params(&fastsock_py_recv_into_params) < 0 ||
-        fastsock_py_intern_params(&fastsock_py_send_params) < 0 ||
-        fastsock_py_intern_params(&fastsock_py_recvall_params) < 0)
-        return -1;
     /* __module__ "fastsock", where users find them: pickle and help() look
      * them up there. */
     PyObject *package = PyUnicode_InternFromString("fastsock");
     if (package == NULL)
         return -1;
-    for (PyMethodDef *def = fastsock_py_methods; def->ml_name != NULL; def++) {
+    for (PyMethodDef *def = defs; def->ml_name != NULL; def++) {
         PyObject *func = PyCFunction_NewEx(def, m, package);
         if (func == NULL || PyModule_AddObject(m, def->ml_name, func) < 0) {
             Py_XDECREF(func);
@@ -252,7 +247,17 @@ int fastsock_py_init(PyObject *m)
         }
     }
     Py_DECREF(package);
-    if (fastsock_py_protocol_init(m) < 0)
+    return 0;
+}
+
+int fastsock_py_init(PyObject *m)
+{
+    if (fastsock_py_args_init() < 0 || fastsock_py_errors_init() < 0 ||
+        fastsock_py_intern_params(&fastsock_py_recv_into_params) < 0 ||
+        fastsock_py_intern_params(&fastsock_py_send_params) < 0 ||
+        fastsock_py_intern_params(&fastsock_py_recvall_params) < 0)
+        return -1;
+    if (fastsock_py_add_functions(m, fastsock_py_methods) < 0 || fastsock_py_protocol_init(m) < 0)
         return -1;
     return fastsock_py_xfer_init(m);
 }

@@ -129,6 +129,30 @@ static int fastsock_py_search_args(PyObject *hay, PyObject *needle, Py_buffer *h
     return 0;
 }
 
+/* A non-negative int -> size_t, SIZE_MAX for one beyond it: for a position
+ * or a limit that no buffer can reach, where a larger number means the same
+ * and is no error. */
+static int fastsock_py_size_or_max(PyObject *obj, size_t *out, const char *fn, const char *what)
+{
+    PyObject *num = PyNumber_Index(obj);
+    if (num == NULL)
+        return -1;
+    int sign = _PyLong_Sign(num);
+    size_t v = PyLong_AsSize_t(num);
+    Py_DECREF(num);
+    if (sign < 0) {
+        PyErr_Format(PyExc_ValueError, "%s() argument '%s' must not be negative", fn, what);
+        return -1;
+    }
+    if (v == (size_t)-1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            return -1;
+        PyErr_Clear();
+    }
+    *out = v;
+    return 0;
+}
+
 static fastsock_py_params fastsock_py_find_params = {
     "find", 3, 2, 0, { "buf", "needle", "start" }, { NULL }
 };
@@ -145,23 +169,9 @@ static PyObject *fastsock_py_find(PyObject *self, PyObject *const *args, Py_ssiz
     size_t start = 0;
     if (fastsock_py_search_args(arg[0], arg[1], &hay, &needle, "find", "needle") < 0)
         goto done;
-    if (arg[2] != NULL) {
-        PyObject *num = PyNumber_Index(arg[2]);
-        if (num == NULL)
-            goto done;
-        int sign = _PyLong_Sign(num);
-        start = PyLong_AsSize_t(num);
-        Py_DECREF(num);
-        if (sign < 0) {
-            PyErr_SetString(PyExc_ValueError, "find() argument 'start' must not be negative");
-            goto done;
-        }
-        if (start == (size_t)-1 && PyErr_Occurred()) {
-            if (!PyErr_ExceptionMatches(PyExc_OverflowError))
-                goto done;
-            PyErr_Clear(); /* beyond any buffer: not found */
-        }
-    }
+    /* A start beyond any buffer finds nothing. */
+    if (arg[2] != NULL && fastsock_py_size_or_max(arg[2], &start, "find", "start") < 0)
+        goto done;
     fastsock_result at;
     if (start < (size_t)hay.len && (size_t)hay.len - start >= FASTSOCK_PY_SEARCH_NOGIL_BYTES) {
         Py_BEGIN_ALLOW_THREADS
@@ -410,23 +420,9 @@ static PyObject *fastsock_py_reader_readuntil(fastsock_py_reader *self, PyObject
             goto done;
         }
     }
-    if (arg[1] != NULL) {
-        PyObject *num = PyNumber_Index(arg[1]);
-        if (num == NULL)
-            goto done;
-        int sign = _PyLong_Sign(num);
-        max = PyLong_AsSize_t(num);
-        Py_DECREF(num);
-        if (sign < 0) {
-            PyErr_SetString(PyExc_ValueError, "readuntil() argument 'max' must not be negative");
-            goto done;
-        }
-        if (max == (size_t)-1 && PyErr_Occurred()) {
-            if (!PyErr_ExceptionMatches(PyExc_OverflowError))
-                goto done;
-            PyErr_Clear(); /* no limit but memory */
-        }
-    }
+    /* A max beyond size_t is no limit but memory. */
+    if (arg[1] != NULL && fastsock_py_size_or_max(arg[1], &max, fn, "max") < 0)
+        goto done;
     if (max < dlen) {
         PyErr_Format(PyExc_ValueError, "readuntil() argument 'max' (%zu) is shorter than the delimiter (%zu)",
                      max, dlen);
@@ -687,19 +683,8 @@ int fastsock_py_protocol_init(PyObject *m)
     Py_DECREF(array_module);
     if (fastsock_py_array_type == NULL)
         return -1;
-
-    PyObject *package = PyUnicode_InternFromString("fastsock");
-    if (package == NULL)
+    if (fastsock_py_add_functions(m, fastsock_py_protocol_methods) < 0)
         return -1;
-    for (PyMethodDef *def = fastsock_py_protocol_methods; def->ml_name != NULL; def++) {
-        PyObject *func = PyCFunction_NewEx(def, m, package);
-        if (func == NULL || PyModule_AddObject(m, def->ml_name, func) < 0) {
-            Py_XDECREF(func);
-            Py_DECREF(package);
-            return -1;
-        }
-    }
-    Py_DECREF(package);
 
     fastsock_py_too_long_error = PyErr_NewExceptionWithDoc(
         "fastsock.TooLongError",

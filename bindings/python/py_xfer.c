@@ -103,6 +103,20 @@ static fastsock_py_xfer *fastsock_py_xfer_new(PyTypeObject *type, PyObject *sock
     return self;
 }
 
+/* The end of every constructor, given what the core's init returned: a
+ * transfer with nothing to move is complete already. Steals self. */
+static PyObject *fastsock_py_xfer_started(fastsock_py_xfer *self, fastsock_result rc)
+{
+    if (rc < 0) {
+        fastsock_py_raise_moved(rc, self->fn, 0, 0, NULL);
+        Py_DECREF(self);
+        return NULL;
+    }
+    if (self->x.want == 0)
+        fastsock_py_xfer_finish(self);
+    return (PyObject *)self;
+}
+
 /* Receiver(sock, n=None, *, buffer=None, offset=0, budget=None); arguments
  * not given are NULL. */
 static PyObject *fastsock_py_receiver_make(PyTypeObject *type, PyObject *sock, PyObject *n_obj,
@@ -175,13 +189,7 @@ static PyObject *fastsock_py_receiver_make(PyTypeObject *type, PyObject *sock, P
         self->x.budget = budget;
         self->advise = (size_t)n >= FASTSOCK_PY_XFER_FRESH_BYTES;
     }
-    if (rc < 0) {
-        fastsock_py_raise_moved(rc, fn, 0, 0, NULL);
-        goto fail;
-    }
-    if (self->x.want == 0)
-        fastsock_py_xfer_finish(self); /* nothing to receive: complete already */
-    return (PyObject *)self;
+    return fastsock_py_xfer_started(self, rc);
 fail:
     Py_DECREF(self);
     return NULL;
@@ -240,13 +248,7 @@ static PyObject *fastsock_py_sender_make(PyTypeObject *type, PyObject *sock, PyO
     fastsock_result rc = fastsock_xfer_send_init(&self->x, fd, self->view.buf, (size_t)self->view.len,
                                                  offset, count);
     self->x.budget = budget;
-    if (rc < 0) {
-        fastsock_py_raise_moved(rc, fn, 0, 0, NULL);
-        goto fail;
-    }
-    if (self->x.want == 0)
-        fastsock_py_xfer_finish(self);
-    return (PyObject *)self;
+    return fastsock_py_xfer_started(self, rc);
 fail:
     Py_DECREF(self);
     return NULL;
@@ -311,13 +313,7 @@ static PyObject *fastsock_py_sender_from_file(PyObject *cls, PyObject *args, PyO
                         "could block the event loop; use the blocking fastsock.sendfile()");
         goto fail;
     }
-    if (rc < 0) {
-        fastsock_py_raise_moved(rc, fn, 0, 0, NULL);
-        goto fail;
-    }
-    if (self->x.want == 0)
-        fastsock_py_xfer_finish(self);
-    return (PyObject *)self;
+    return fastsock_py_xfer_started(self, rc);
 fail:
     Py_DECREF(self);
     return NULL;
