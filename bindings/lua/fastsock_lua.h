@@ -20,6 +20,7 @@
 
 #include "fastsock.h"
 
+#include <lauxlib.h>
 #include <lua.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -77,6 +78,13 @@ fastsock_lua_buf *fastsock_lua_scratch_push(lua_State *L, size_t len, int *fresh
 void fastsock_lua_buffer_release(fastsock_lua_buf *b);
 /* A scratch (at idx) is done with: freed, or kept for the next one. */
 void fastsock_lua_scratch_done(lua_State *L, int idx);
+/* A blocking recvall's scratch of n bytes, pushed and advised; NULL (errno
+ * set) when the memory isn't there. */
+fastsock_lua_buf *fastsock_lua_result_scratch(lua_State *L, size_t n);
+/* The result of a blocking recvall into the scratch on the top: the string
+ * of its moved bytes, or nil, err, that string; the scratch done with. */
+int fastsock_lua_scratch_result(lua_State *L, fastsock_lua_buf *scratch, size_t moved,
+                                fastsock_result rc);
 /* The buffer at idx, open; an argument error otherwise. */
 fastsock_lua_buf *fastsock_lua_check_buffer(lua_State *L, int idx);
 /* NULL when idx is no buffer; an argument error when it is a closed one. */
@@ -104,10 +112,18 @@ int64_t fastsock_lua_check_timeout(lua_State *L, int idx, int zero_allowed);
 /* string.sub's reading of a start and an end position. */
 size_t fastsock_lua_start_pos(lua_Integer pos, size_t len);
 size_t fastsock_lua_end_pos(lua_Integer pos, size_t len);
+/* LuaSocket's reading of a range i, j of len bytes (negative from the end,
+ * clamped to the bytes): returns the clamped i; an empty range is 0, 0. */
+lua_Integer fastsock_lua_clip_range(size_t len, lua_Integer i, lua_Integer j, size_t *offset,
+                                    size_t *count);
 /* LuaSocket's send range (buffer_meth_send): i, j at idx, idx + 1, clamped
  * to len. Returns 0 when empty (*start is then what send answers + 1). */
 int fastsock_lua_send_range(lua_State *L, int idx, size_t len, lua_Integer *start,
                             size_t *offset, size_t *count);
+/* The metatable name of a class: meta's entries, the methods behind
+ * __index, and a __metatable that hides them. */
+void fastsock_lua_new_class(lua_State *L, const char *name, const luaL_Reg *meta,
+                            const luaL_Reg *methods);
 /* Nonzero when stdio holds read-ahead of f that a transfer on its fd would skip. */
 int fastsock_lua_stdio_has_readahead(FILE *f);
 

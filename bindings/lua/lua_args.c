@@ -196,13 +196,11 @@ size_t fastsock_lua_end_pos(lua_Integer pos, size_t len)
     return len + (size_t)pos + 1;
 }
 
-/* LuaSocket's buffer_meth_send to the letter: an empty range sends nothing
- * and answers start - 1, even past the end. */
-int fastsock_lua_send_range(lua_State *L, int idx, size_t len, lua_Integer *start,
-                            size_t *offset, size_t *count)
+/* LuaSocket's buffer_meth_send to the letter, so that sendall and a
+ * sendallv piece read i, j as LuaSocket's send does. */
+lua_Integer fastsock_lua_clip_range(size_t len, lua_Integer i, lua_Integer j, size_t *offset,
+                                    size_t *count)
 {
-    lua_Integer i = luaL_optinteger(L, idx, 1);
-    lua_Integer j = luaL_optinteger(L, idx + 1, -1);
     lua_Integer size = (lua_Integer)len;
     if (i < 0)
         i = size + i + 1;
@@ -212,14 +210,33 @@ int fastsock_lua_send_range(lua_State *L, int idx, size_t len, lua_Integer *star
         i = 1;
     if (j > size)
         j = size;
-    *start = i;
-    if (i > j) {
-        *offset = *count = 0;
-        return 0;
+    *offset = i > j ? 0 : (size_t)(i - 1);
+    *count = i > j ? 0 : (size_t)(j - i + 1);
+    return i;
+}
+
+/* An empty range sends nothing and answers start - 1, even past the end. */
+int fastsock_lua_send_range(lua_State *L, int idx, size_t len, lua_Integer *start,
+                            size_t *offset, size_t *count)
+{
+    lua_Integer i = luaL_optinteger(L, idx, 1);
+    lua_Integer j = luaL_optinteger(L, idx + 1, -1);
+    *start = fastsock_lua_clip_range(len, i, j, offset, count);
+    return *count > 0;
+}
+
+void fastsock_lua_new_class(lua_State *L, const char *name, const luaL_Reg *meta,
+                            const luaL_Reg *methods)
+{
+    if (luaL_newmetatable(L, name)) {
+        luaL_setfuncs(L, meta, 0);
+        lua_newtable(L);
+        luaL_setfuncs(L, methods, 0);
+        lua_setfield(L, -2, "__index");
+        lua_pushstring(L, name);
+        lua_setfield(L, -2, "__metatable"); /* scripts can't swap the methods */
     }
-    *offset = (size_t)(i - 1);
-    *count = (size_t)(j - i + 1);
-    return 1;
+    lua_pop(L, 1);
 }
 
 int fastsock_lua_check_file(lua_State *L, int idx, fastsock_lua_file *f)

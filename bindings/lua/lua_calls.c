@@ -117,23 +117,11 @@ int fastsock_lua_recvall(lua_State *L)
     }
     call c;
     fastsock_lua_call_init(&c, L, timeout_ms);
-    /* Lua 5.4 can't hand out a string to be filled, so the bytes land in a
-     * scratch buffer and are copied once into the result (the contract's
-     * one unavoidable copy); the scratch goes at once, not at the next GC. */
-    int fresh;
-    fastsock_lua_buf *scratch = fastsock_lua_scratch_push(L, (size_t)n, &fresh);
+    fastsock_lua_buf *scratch = fastsock_lua_result_scratch(L, (size_t)n);
     if (scratch == NULL)
         return fastsock_lua_nomem(L, "recvall", n, errno);
-    /* Memory malloc recycled: a walk over present pages. Fresh memory: huge
-     * pages, faulted in at once. */
-    fastsock_advise_fresh(scratch->data, (size_t)n);
     fastsock_result rc = fastsock_recvall(fd, scratch->data, (size_t)n, 0, (size_t)n, &c.ctl);
-    int scratch_idx = lua_gettop(L);
-    fastsock_lua_push_bytes(L, (const char *)scratch->data, c.ctl.moved);
-    fastsock_lua_scratch_done(L, scratch_idx);
-    if (rc >= 0)
-        return 1;
-    return fastsock_lua_fail_with_top(L, rc);
+    return fastsock_lua_scratch_result(L, scratch, c.ctl.moved, rc);
 }
 
 /*** Fills `buf[i .. i + n - 1]` from the socket (n absent: to the end).
@@ -166,43 +154,35 @@ int fastsock_lua_recvall_into(lua_State *L)
 /* Slot 6 of a single-shot call's stack: its deadline, once it has waited. */
 #define DEADLINE_SLOT 6
 
-/* After a single-shot try found nothing to move: whether to wait through a
- * scheduler (1, with its deadline in DEADLINE_SLOT and *ctx its mode),
- * block in the core's own wait (0, *mode WAIT_BLOCK), or end with a
- * timeout (-1). */
-static int single_wait_how(lua_State *L, lua_KContext *ctx, int64_t timeout_ms,
-                           enum fastsock_lua_waitmode *mode)
-{
-    if (*ctx == 0) {
-        *mode = fastsock_lua_waitmode(L);
-        if (*mode == WAIT_BLOCK)
-            return 0;
-        lua_settop(L, DEADLINE_SLOT - 1);
-        lua_pushinteger(L, fastsock_deadline(timeout_ms));
-        *ctx = *mode;
-    }
-    *mode = (enum fastsock_lua_waitmode) * ctx;
-    if (fastsock_remaining_ms(lua_tointeger(L, DEADLINE_SLOT)) == 0)
-        return -1;
-    return 1;
-}
-
-static void single_waited(lua_State *L);
-
-static void single_wait(lua_State *L, enum fastsock_lua_waitmode mode, int fd, unsigned events,
-                        lua_KContext ctx, lua_KFunction k)
-{
-    lua_settop(L, DEADLINE_SLOT);
-    fastsock_lua_pollable_push(L, fd, events, lua_tointeger(L, DEADLINE_SLOT));
-    fastsock_lua_wait(L, mode, DEADLINE_SLOT + 1, ctx, k);
-    single_waited(L);
-}
-
 /* After a single-shot call's wait, yielded or not. */
 static void single_waited(lua_State *L)
 {
     fastsock_lua_done_polling(L, lua_touserdata(L, DEADLINE_SLOT + 1));
     lua_settop(L, DEADLINE_SLOT);
+}
+
+/* After a single-shot try found nothing to move: waits through a scheduler
+ * and answers 1 (the caller tries again; the deadline is in DEADLINE_SLOT
+ * and *ctx the mode, so a resumed k finds them), or answers 0 for a block
+ * in the core's own wait, or -1 once the deadline has passed. */
+static int single_wait(lua_State *L, lua_KContext *ctx, int64_t timeout_ms, int fd,
+                       unsigned events, lua_KFunction k)
+{
+    if (*ctx == 0) {
+        enum fastsock_lua_waitmode mode = fastsock_lua_waitmode(L);
+        if (mode == WAIT_BLOCK)
+            return 0;
+        lua_settop(L, DEADLINE_SLOT - 1);
+        lua_pushinteger(L, fastsock_deadline(timeout_ms));
+        *ctx = mode;
+    }
+    if (fastsock_remaining_ms(lua_tointeger(L, DEADLINE_SLOT)) == 0)
+        return -1;
+    lua_settop(L, DEADLINE_SLOT);
+    fastsock_lua_pollable_push(L, fd, events, lua_tointeger(L, DEADLINE_SLOT));
+    fastsock_lua_wait(L, (enum fastsock_lua_waitmode)*ctx, DEADLINE_SLOT + 1, *ctx, k);
+    single_waited(L);
+    return 1;
 }
 
 /* ctx: 0 on the first try, else the wait mode (after a wait). */
@@ -222,12 +202,9 @@ static int recv_into_k(lua_State *L, int status, lua_KContext ctx)
         fastsock_lua_call_init(&c, L, 0); /* a try; the waits are below */
         fastsock_result rc = fastsock_recv(fd, b->data, b->len, offset, count, 0, &c.ctl);
         if (rc == -EAGAIN && timeout_ms != 0) {
-            enum fastsock_lua_waitmode mode;
-            int how = single_wait_how(L, &ctx, timeout_ms, &mode);
-            if (how > 0) {
-                single_wait(L, mode, fd, FASTSOCK_WANT_READ, ctx, recv_into_k);
+            int how = single_wait(L, &ctx, timeout_ms, fd, FASTSOCK_WANT_READ, recv_into_k);
+            if (how > 0)
                 continue;
-            }
             if (how == 0) {
                 c.ctl.timeout_ms = timeout_ms;
                 rc = fastsock_recv(fd, b->data, b->len, offset, count, 0, &c.ctl);
@@ -279,12 +256,9 @@ static int send_k(lua_State *L, int status, lua_KContext ctx)
         fastsock_lua_call_init(&c, L, 0);
         fastsock_result rc = fastsock_send(fd, data, len, offset, count, &c.ctl);
         if (rc == -EAGAIN && timeout_ms != 0) {
-            enum fastsock_lua_waitmode mode;
-            int how = single_wait_how(L, &ctx, timeout_ms, &mode);
-            if (how > 0) {
-                single_wait(L, mode, fd, FASTSOCK_WANT_WRITE, ctx, send_k);
+            int how = single_wait(L, &ctx, timeout_ms, fd, FASTSOCK_WANT_WRITE, send_k);
+            if (how > 0)
                 continue;
-            }
             if (how == 0) {
                 c.ctl.timeout_ms = timeout_ms;
                 rc = fastsock_send(fd, data, len, offset, count, &c.ctl);

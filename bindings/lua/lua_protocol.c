@@ -212,18 +212,10 @@ static void read_piece(lua_State *L, lua_Unsigned k, struct iovec *iov)
     lua_Integer i = range_index(L, k, 1, "i");
     lua_rawgeti(L, -1, 3);
     lua_Integer j = range_index(L, k, -1, "j");
-    /* LuaSocket's send(data, i, j) reading, as sendall's. */
-    lua_Integer size = (lua_Integer)len;
-    if (i < 0)
-        i = size + i + 1;
-    if (j < 0)
-        j = size + j + 1;
-    if (i < 1)
-        i = 1;
-    if (j > size)
-        j = size;
-    iov->iov_base = (void *)(p + (i > j ? 0 : i - 1));
-    iov->iov_len = i > j ? 0 : (size_t)(j - i + 1);
+    size_t offset, count;
+    fastsock_lua_clip_range(len, i, j, &offset, &count); /* as sendall reads its i, j */
+    iov->iov_base = (void *)(p + offset);
+    iov->iov_len = count;
 }
 
 /* sendallv's stack under a scheduler: the arguments, then the state. */
@@ -695,19 +687,12 @@ static int reader_recvall(lua_State *L)
     }
     fastsock_lua_call c;
     fastsock_lua_call_init(&c, L, timeout_ms);
-    int fresh;
-    fastsock_lua_buf *scratch = fastsock_lua_scratch_push(L, (size_t)n, &fresh);
+    fastsock_lua_buf *scratch = fastsock_lua_result_scratch(L, (size_t)n);
     if (scratch == NULL)
         return fastsock_lua_nomem(L, "reader:recvall", n, errno);
-    fastsock_advise_fresh(scratch->data, (size_t)n);
     fastsock_result rc = fastsock_reader_recvall(&rd->r, scratch->data, (size_t)n, 0, (size_t)n,
                                                  &c.ctl);
-    int scratch_idx = lua_gettop(L);
-    fastsock_lua_push_bytes(L, (const char *)scratch->data, c.ctl.moved);
-    fastsock_lua_scratch_done(L, scratch_idx);
-    if (rc >= 0)
-        return 1;
-    return fastsock_lua_fail_with_top(L, rc);
+    return fastsock_lua_scratch_result(L, scratch, c.ctl.moved, rc);
 }
 
 /* reader:recvall_into under a scheduler: ctx the bytes the look-ahead
@@ -904,14 +889,7 @@ void fastsock_lua_open_protocol(lua_State *L)
         { "split", fastsock_lua_split },
         { NULL, NULL },
     };
-    if (luaL_newmetatable(L, READER_MT)) {
-        luaL_setfuncs(L, reader_meta, 0);
-        luaL_newlib(L, reader_methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushliteral(L, READER_MT);
-        lua_setfield(L, -2, "__metatable");
-    }
-    lua_pop(L, 1);
+    fastsock_lua_new_class(L, READER_MT, reader_meta, reader_methods);
     if (luaL_newmetatable(L, PWAIT_MT)) {
         lua_pushcfunction(L, pwait_close);
         lua_setfield(L, -2, "__close");

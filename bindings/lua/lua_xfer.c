@@ -738,17 +738,8 @@ void fastsock_lua_open_xfer(lua_State *L)
         { "timeout", fastsock_lua_timeout_method },
         { NULL, NULL },
     };
-    const char *names[] = { RECEIVER_MT, SENDER_MT };
-    for (int i = 0; i < 2; i++) {
-        if (luaL_newmetatable(L, names[i])) {
-            luaL_setfuncs(L, meta, 0);
-            luaL_newlib(L, methods);
-            lua_setfield(L, -2, "__index");
-            lua_pushstring(L, names[i]);
-            lua_setfield(L, -2, "__metatable");
-        }
-        lua_pop(L, 1);
-    }
+    fastsock_lua_new_class(L, RECEIVER_MT, meta, methods);
+    fastsock_lua_new_class(L, SENDER_MT, meta, methods);
 }
 
 /* ---- the bulk calls under a scheduler -------------------------------------------- */
