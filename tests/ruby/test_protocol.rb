@@ -6,31 +6,11 @@
 # interrupts, and byte offsets in multi-byte Strings for find and split.
 # The Reader under Fiber schedulers is in test_scheduler.rb.
 # FASTSOCK_LOOPBACK_SERVER names the server.
-require "minitest/autorun"
-require "fastsock"
-require "socket"
 require "tempfile"
-require_relative "loopback"
-
-SERVER = Loopback::Server.new(ENV.fetch("FASTSOCK_LOOPBACK_SERVER"))
-Minitest.after_run { SERVER.stop }
+require_relative "support"
 
 class ProtocolTest < Minitest::Test
-  def setup
-    @open = []
-  end
-
-  def teardown
-    @open.each { |io| io.close unless io.closed? }
-  end
-
-  def connect(request)
-    SERVER.connect(request).tap { |s| @open << s }
-  end
-
-  def pair
-    UNIXSocket.pair.each { |s| @open << s }
-  end
+  include LoopbackTest
 
   # A file that is gone from /tmp as soon as it is open.
   def temp_file(content = "", mode = "r+b")
@@ -43,8 +23,6 @@ class ProtocolTest < Minitest::Test
     @open << file
     file
   end
-
-  def stream(seed, off, len) = Loopback.stream(seed, off, len)
 
   # Reads everything the peer sends until it closes, in a thread.
   def drain(sock)
