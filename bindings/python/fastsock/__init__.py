@@ -200,23 +200,9 @@ def sendfile(sock, file, offset=0, count=None):
             count <= 0, a negative offset, a non-blocking socket.
         TypeError: count is not an int.
     """
-    if "b" not in getattr(file, "mode", "b"):
-        raise ValueError("file should be opened in binary mode")
-    kind = getattr(sock, "type", None)
-    if isinstance(kind, int) and not kind & _socket.SOCK_STREAM:
-        raise ValueError("only SOCK_STREAM type sockets are supported")
-    if count is not None:
-        if not isinstance(count, int):
-            raise TypeError("count must be a positive integer (got {!r})".format(count))
-        if count <= 0:
-            raise ValueError("count must be a positive integer (got {!r})".format(count))
-    if isinstance(file, int):
-        fileno = file
-    else:
-        try:
-            fileno = file.fileno()
-        except (AttributeError, _io.UnsupportedOperation):
-            return _sendfile_by_read(sock, file, offset, count)
+    fileno = _sendfile_fileno(sock, file, count)
+    if fileno is None:
+        return _sendfile_by_read(sock, file, offset, count)
     sent = 0
     try:
         sent = _fastsock.sendfile(sock, fileno, offset, count, ...)
@@ -389,6 +375,27 @@ def _sendfile_by_read(sock, file, offset, count):
     finally:
         if total > 0 and hasattr(file, "seek"):
             file.seek(offset + total)
+
+
+def _sendfile_fileno(sock, file, count):
+    # socket.sendfile's checks and messages, shared with fastsock.aio's
+    # sendfile; None: a file object without a descriptor, which is read.
+    if "b" not in getattr(file, "mode", "b"):
+        raise ValueError("file should be opened in binary mode")
+    kind = getattr(sock, "type", None)
+    if isinstance(kind, int) and not kind & _socket.SOCK_STREAM:
+        raise ValueError("only SOCK_STREAM type sockets are supported")
+    if count is not None:
+        if not isinstance(count, int):
+            raise TypeError("count must be a positive integer (got {!r})".format(count))
+        if count <= 0:
+            raise ValueError("count must be a positive integer (got {!r})".format(count))
+    if isinstance(file, int):
+        return file
+    try:
+        return file.fileno()
+    except (AttributeError, _io.UnsupportedOperation):
+        return None
 
 
 def _os_index(offset):

@@ -62,11 +62,10 @@ transfer waits on it (no event would ever come) ends the transfer with
 
 import asyncio as _asyncio
 import errno as _errno
-import io as _io
 import os as _os
 import socket as _socket
 
-from . import Receiver, Sender, _set_position
+from . import Receiver, Sender, _sendfile_fileno, _set_position
 
 __all__ = ["recvall", "recvall_into", "sendall", "sendfile", "transfer", "progress"]
 
@@ -334,23 +333,9 @@ async def sendfile(sock, file, offset=0, count=None, *, timeout=None):
     1 MiB blocks and sent with ``sendall``. A pipe is refused (ValueError):
     reading it could block the loop.
     """
-    if "b" not in getattr(file, "mode", "b"):
-        raise ValueError("file should be opened in binary mode")
-    kind = getattr(sock, "type", None)
-    if isinstance(kind, int) and not kind & _socket.SOCK_STREAM:
-        raise ValueError("only SOCK_STREAM type sockets are supported")
-    if count is not None:
-        if not isinstance(count, int):
-            raise TypeError("count must be a positive integer (got {!r})".format(count))
-        if count <= 0:
-            raise ValueError("count must be a positive integer (got {!r})".format(count))
-    if isinstance(file, int):
-        fileno = file
-    else:
-        try:
-            fileno = file.fileno()
-        except (AttributeError, _io.UnsupportedOperation):
-            return await _sendfile_by_read(sock, file, offset, count, timeout)
+    fileno = _sendfile_fileno(sock, file, count)
+    if fileno is None:
+        return await _sendfile_by_read(sock, file, offset, count, timeout)
     xfer = Sender.from_file(sock, fileno, offset, count)
     try:
         return await transfer(xfer, timeout=timeout)
