@@ -29,10 +29,10 @@
 # recvfile, every reply's body, and the record count and a record for split.
 # One JSON object per measurement on stdout; diagnostics on stderr.
 require "fastsock"
-require "fiddle"
 require "json"
 require "socket"
 require_relative "../../tests/ruby/loopback"
+require_relative "measure"
 
 MIB = 1 << 20
 SEED = 17
@@ -56,34 +56,11 @@ RESP_1K_OPS = QUICK ? 2000 : 20_000
 RESP_1M_OPS = QUICK ? 50 : 300
 SMALL_OPS = QUICK ? 500 : 2000
 
-def now = Process.clock_gettime(Process::CLOCK_MONOTONIC)
-
 def emit(bench, route, size, round, rate, unit, rss = nil)
   row = { lang: "ruby", bench: bench, route: route, size: size, round: round, rate: rate.round(1), unit: unit }
   row.merge!(rss_peak_mb: rss[0].round(1), rss_base_mb: rss[1].round(1)) if rss
   puts JSON.generate(row)
   $stdout.flush
-end
-
-def status_mb(field)
-  File.foreach("/proc/self/status") { |l| return l.split[1].to_i / 1024.0 if l.start_with?(field) }
-  0.0
-end
-
-# Freed blocks below glibc's mmap threshold stay in the heap: given back,
-# so that one route's memory does not count in the next one's peak.
-MALLOC_TRIM = begin
-  Fiddle::Function.new(Fiddle::Handle::DEFAULT["malloc_trim"], [Fiddle::TYPE_SIZE_T], Fiddle::TYPE_INT)
-rescue Fiddle::DLError
-  nil
-end
-
-# Resets VmHWM to the current RSS, which it returns: the base of the peak.
-def reset_peak
-  GC.start
-  MALLOC_TRIM&.call(0)
-  File.write("/proc/self/clear_refs", "5")
-  status_mb("VmRSS:")
 end
 
 SERVER = Loopback::Server.new(opts[:server])
@@ -221,36 +198,31 @@ def check_reply(route, body, want, k)
                                                              body.start_with?(want)
 end
 
+# The request loop every route times alike; the block reads one reply, whose
+# header says the body's length, and returns the body with its "\r\n".
+def timed_requests(route, s, ops, want)
+  t0 = now
+  ops.times do |k|
+    s.write(REQUEST)
+    check_reply(route, yield, want, k)
+  end
+  now - t0
+end
+
+def body_len(header) = Integer(header.byteslice(1, header.bytesize - 3), 10)
+
 RESP = {
   "reader" => lambda do |s, ops, want|
     r = Fastsock::Reader.new(s)
-    t0 = now
-    ops.times do |k|
-      s.write(REQUEST)
-      header = r.readuntil("\r\n")
-      check_reply("reader", r.recvall(Integer(header.byteslice(1, header.bytesize - 3), 10) + 2), want, k)
-    end
-    now - t0
+    timed_requests("reader", s, ops, want) { r.recvall(body_len(r.readuntil("\r\n")) + 2) }
   end,
   "stdlib" => lambda do |s, ops, want|
-    t0 = now
-    ops.times do |k|
-      s.write(REQUEST)
-      header = s.gets("\r\n")
-      check_reply("stdlib", s.read(Integer(header.byteslice(1, header.bytesize - 3), 10) + 2), want, k)
-    end
-    now - t0
+    timed_requests("stdlib", s, ops, want) { s.read(body_len(s.gets("\r\n")) + 2) }
   end,
   # The header's length is known ("$1048576\r\n"): fastsock's bare recvall
   # of it, then of the body.
   "bare_recvall" => lambda do |s, ops, want|
-    t0 = now
-    ops.times do |k|
-      s.write(REQUEST)
-      header = Fastsock.recvall(s, 10)
-      check_reply("bare_recvall", Fastsock.recvall(s, Integer(header.byteslice(1, 7), 10) + 2), want, k)
-    end
-    now - t0
+    timed_requests("bare_recvall", s, ops, want) { Fastsock.recvall(s, body_len(Fastsock.recvall(s, 10)) + 2) }
   end
 }.freeze
 
