@@ -112,6 +112,28 @@ function M.raises(f, ...)
   return tostring(err)
 end
 
+-- A named test: its name, then "ok" once f returned (an error ends the run).
+function M.test(name, f)
+  io.write(name, " ... ")
+  f()
+  print("ok")
+end
+
+-- f(...) must raise an error whose message holds pattern.
+function M.expect_error(pattern, f, ...)
+  local msg = M.raises(f, ...)
+  if not msg:find(pattern) then error("error '" .. msg .. "' lacks '" .. pattern .. "'", 2) end
+end
+
+-- Where LuaSocket's send starts for an i into len bytes (buffer_meth_send's
+-- clamping): the tests' own reading, not the binding's.
+function M.send_start(i, len)
+  local s = i or 1
+  if s < 0 then s = len + s + 1 end
+  if s < 1 then s = 1 end
+  return s
+end
+
 -- This process's resident set, in bytes.
 function M.rss()
   local f = assert(io.open("/proc/self/statm"))

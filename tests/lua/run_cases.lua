@@ -126,13 +126,7 @@ end
 
 local fastsock -- loaded only to run cases: --list needs no module
 
--- Where LuaSocket's send starts for an i (buffer_meth_send's clamping).
-local function send_start(i, len)
-  local s = i or 1
-  if s < 0 then s = len + s + 1 end
-  if s < 1 then s = 1 end
-  return s
-end
+local send_start = common.send_start
 
 -- The kind of a raised error, by the argument it names.
 local function raised_kind(msg)

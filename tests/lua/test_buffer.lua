@@ -8,16 +8,7 @@ local fastsock = require "fastsock"
 local opts = common.parse_args(arg)
 local MiB = 1024 * 1024
 
-local function test(name, f)
-  io.write(name, " ... ")
-  f()
-  print("ok")
-end
-
-local function expect_error(pattern, f, ...)
-  local msg = common.raises(f, ...)
-  if not msg:find(pattern) then error("error '" .. msg .. "' lacks '" .. pattern .. "'", 2) end
-end
+local test, expect_error = common.test, common.expect_error
 
 common.main(opts.server, function(server)
 

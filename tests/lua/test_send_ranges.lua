@@ -29,13 +29,7 @@ local ranges = {
   { -1, 1 }, { -(1 << 40), 1 << 40 }, { 1 << 40, -(1 << 40) },
 }
 
--- Where LuaSocket starts sending for i (its buffer_meth_send).
-local function start_of(i)
-  local s = i or 1
-  if s < 0 then s = LEN + s + 1 end
-  if s < 1 then s = 1 end
-  return s
-end
+local function start_of(i) return common.send_start(i, LEN) end
 
 local function sink(i)
   return common.request(server, "sink,seed=" .. SEED .. ",off=" .. (start_of(i) - 1))
