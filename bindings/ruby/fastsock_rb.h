@@ -162,6 +162,26 @@ void fastsock_rb__reserve(VALUE str, size_t end);
 /* Counts the recv calls of a recvall that the scheduler path made. */
 void fastsock_rb__add_cycles(unsigned long n);
 
+/* sendfile and recvfile leave the file as a Ruby program expects it, also
+ * after an error or an interrupt: rb_ensure's data for that. */
+typedef struct fastsock_rb_file_job {
+    fastsock_rb_call *call;
+    VALUE file_io;     /* the File, or Qnil for an Integer fd */
+    int64_t start;     /* the offset the call began at */
+    int restore_flags; /* the file's O_NONBLOCK was cleared: put it back */
+    int file_flags;
+} fastsock_rb_file_job;
+/* Ruby 3 makes pipes O_NONBLOCK, and the core reads (sendfile) and writes
+ * (recvfile) them with plain read()/write(): a pipe momentarily empty or
+ * full would fail with EAGAIN instead of waiting. Blocking, they are
+ * interrupted like the socket calls (the unblocking function's signal, then
+ * the hook). Clears O_NONBLOCK of the call's unseekable file. */
+void fastsock_rb__file_blocking(fastsock_rb_file_job *j);
+/* rb_ensure's second function: the file's flags back, and its position
+ * start + bytes moved (an appending file: where the kernel left it, its
+ * end); an IO is told, which drops its stale read buffer. */
+VALUE fastsock_rb__file_position(VALUE job);
+
 /* Ruby turns transparent huge pages off for the whole process (prctl, for
  * copy-on-write after fork), which voids the fresh-memory advice. Lifts
  * that ban while a fresh buffer of len bytes faults in; returns whether

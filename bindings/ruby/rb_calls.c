@@ -626,35 +626,39 @@ fastsock_result fastsock_rb_send(fastsock_rb_op op, const char *name, VALUE strv
     return op == FASTSOCK_RB_SEND ? c.rc : (fastsock_result)c.total;
 }
 
-typedef struct file_job {
-    fastsock_rb_call *call;
-    VALUE file_io;
-    int64_t start;
-    int restore_flags;       /* the file's O_NONBLOCK was cleared: put it back */
-    int file_flags;
-} file_job;
-
 static VALUE sendfile_body(VALUE arg)
 {
-    run(((file_job *)arg)->call);
+    run(((fastsock_rb_file_job *)arg)->call);
     return Qnil;
 }
 
-/* Leaves the file's position after the data sent, as Python's
- * socket.sendfile does: also after an error or an interrupt. */
-static VALUE sendfile_position(VALUE arg)
+void fastsock_rb__file_blocking(fastsock_rb_file_job *j)
 {
-    file_job *j = (file_job *)arg;
+    fastsock_rb_call *c = j->call;
+    if (c->file_seekable)
+        return;
+    int fl = fcntl(c->file, F_GETFL);
+    if (fl >= 0 && (fl & O_NONBLOCK) && fcntl(c->file, F_SETFL, fl & ~O_NONBLOCK) == 0) {
+        j->restore_flags = 1;
+        j->file_flags = fl;
+    }
+}
+
+VALUE fastsock_rb__file_position(VALUE arg)
+{
+    fastsock_rb_file_job *j = (fastsock_rb_file_job *)arg;
     fastsock_rb_call *c = j->call;
     if (j->restore_flags)
         fcntl(c->file, F_SETFL, j->file_flags);
     if (!c->file_seekable)
         return Qnil;
-    int64_t pos = j->start + (int64_t)c->total;
+    off_t pos = c->file_append ? lseek(c->file, 0, SEEK_CUR) : (off_t)(j->start + (int64_t)c->total);
+    if (pos < 0)
+        return Qnil;
     if (NIL_P(j->file_io))
-        lseek(c->file, (off_t)pos, SEEK_SET);
+        lseek(c->file, pos, SEEK_SET);
     else
-        rb_funcall(j->file_io, rb_intern("seek"), 1, LL2NUM(pos)); /* drops its read buffer */
+        rb_funcall(j->file_io, rb_intern("seek"), 1, LL2NUM((long long)pos));
     return Qnil;
 }
 
@@ -670,19 +674,9 @@ fastsock_result fastsock_rb_sendfile(VALUE filev, int fd, int file,
     if (fstat(file, &st) < 0)
         fastsock_rb__raise(&c, -errno, Qnil, 0);
     c.file_seekable = S_ISREG(st.st_mode) || S_ISBLK(st.st_mode);
-    file_job j = { &c, fastsock_rb__io_of(filev, "file"), offset, 0, 0 };
-    /* Ruby 3 makes pipes O_NONBLOCK, and the core's read-and-send path reads
-     * the file with plain read(): it would fail with EAGAIN whenever the
-     * pipe is momentarily empty. Blocking reads are interrupted like the
-     * socket calls (the unblocking function's signal, then the hook). */
-    if (!c.file_seekable) {
-        int fl = fcntl(file, F_GETFL);
-        if (fl >= 0 && (fl & O_NONBLOCK) && fcntl(file, F_SETFL, fl & ~O_NONBLOCK) == 0) {
-            j.restore_flags = 1;
-            j.file_flags = fl;
-        }
-    }
-    rb_ensure(sendfile_body, (VALUE)&j, sendfile_position, (VALUE)&j);
+    fastsock_rb_file_job j = { &c, fastsock_rb__io_of(filev, "file"), offset, 0, 0 };
+    fastsock_rb__file_blocking(&j);
+    rb_ensure(sendfile_body, (VALUE)&j, fastsock_rb__file_position, (VALUE)&j);
     if (c.rc < 0)
         fastsock_rb__raise(&c, c.rc, Qnil, 0);
     return (fastsock_result)c.total;

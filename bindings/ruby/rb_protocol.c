@@ -201,11 +201,8 @@ static VALUE native_sendallv(VALUE mod, VALUE sockv, VALUE list, VALUE timeoutv)
 /* ---- recvfile ------------------------------------------------------------- */
 
 typedef struct recvfile_job {
-    fastsock_rb_call *call;
-    VALUE file_io;           /* the File, or Qnil for an Integer fd */
-    VALUE sock_io;           /* the socket's IO, or Qnil for an Integer fd */
-    int64_t start;
-    int restore_flags, file_flags;
+    fastsock_rb_file_job f;
+    VALUE sock_io; /* the socket's IO, or Qnil for an Integer fd */
 } recvfile_job;
 
 /* Writes p[0, n) where the receive would have: at the offset, or where an
@@ -230,7 +227,7 @@ static fastsock_result write_file(fastsock_rb_call *c, const char *p, size_t n)
 static VALUE recvfile_body(VALUE arg)
 {
     recvfile_job *j = (recvfile_job *)arg;
-    fastsock_rb_call *c = j->call;
+    fastsock_rb_call *c = j->f.call;
     /* Bytes the socket's IO read ahead (after gets) come first: into the
      * file before anything the socket still holds. */
     size_t ahead = c->count > 0 ? fastsock_rb__buffered(j->sock_io) : 0;
@@ -253,27 +250,6 @@ static VALUE recvfile_body(VALUE arg)
         }
     }
     fastsock_rb__run(c);
-    return Qnil;
-}
-
-/* As after Fastsock.sendfile: the position is offset + bytes written, also
- * after an error or an interrupt. An appending file is where the kernel
- * left it (its end); an IO is told, which drops its stale read buffer. */
-static VALUE recvfile_position(VALUE arg)
-{
-    recvfile_job *j = (recvfile_job *)arg;
-    fastsock_rb_call *c = j->call;
-    if (j->restore_flags)
-        fcntl(c->file, F_SETFL, j->file_flags);
-    if (!c->file_seekable)
-        return Qnil;
-    off_t pos = c->file_append ? lseek(c->file, 0, SEEK_CUR) : (off_t)(j->start + (int64_t)c->total);
-    if (pos < 0)
-        return Qnil;
-    if (NIL_P(j->file_io))
-        lseek(c->file, pos, SEEK_SET);
-    else
-        rb_funcall(j->file_io, rb_intern("seek"), 1, LL2NUM((long long)pos));
     return Qnil;
 }
 
@@ -328,14 +304,9 @@ static VALUE native_recvfile(VALUE mod, VALUE sockv, VALUE filev, VALUE countv, 
                      c.file_seekable ? "opened for appending" : "not seekable");
     }
     c.file_offset = offset;
-    recvfile_job j = { &c, file_io, fastsock_rb__io_of(sockv, "sock"), offset, 0, 0 };
-    /* Ruby 3 makes pipes O_NONBLOCK, and the core writes them with plain
-     * write(): a full pipe would fail with EAGAIN instead of waiting. */
-    if (!c.file_seekable && (fl & O_NONBLOCK) && fcntl(file, F_SETFL, fl & ~O_NONBLOCK) == 0) {
-        j.restore_flags = 1;
-        j.file_flags = fl;
-    }
-    rb_ensure(recvfile_body, (VALUE)&j, recvfile_position, (VALUE)&j);
+    recvfile_job j = { { &c, file_io, offset, 0, 0 }, fastsock_rb__io_of(sockv, "sock") };
+    fastsock_rb__file_blocking(&j.f);
+    rb_ensure(recvfile_body, (VALUE)&j, fastsock_rb__file_position, (VALUE)&j.f);
     RB_GC_GUARD(file_io);
     if (c.rc < 0)
         fastsock_rb__raise(&c, c.rc, Qnil, count);
