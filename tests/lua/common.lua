@@ -134,6 +134,31 @@ function M.send_start(i, len)
   return s
 end
 
+-- Runs body(cq, beats) as a coroutine of a new cqueues controller, beside a
+-- 1 ms heartbeat coroutine: beats() counts its beats so far, how many times
+-- the controller ran something else (a call that blocks the controller lets
+-- none through). Raises body's error, or the controller's.
+function M.under_cqueues(body)
+  local cqueues = require "cqueues" -- only the tests that run a controller have it
+  local cq = cqueues.new()
+  local count, running = 0, true
+  cq:wrap(function()
+    while running do
+      cqueues.sleep(0.001)
+      count = count + 1
+    end
+  end)
+  local failure
+  cq:wrap(function()
+    local ok, err = xpcall(body, debug.traceback, cq, function() return count end)
+    running = false
+    if not ok then failure = err end
+  end)
+  local ok, err = cq:loop()
+  if not ok then error(err, 0) end
+  if failure then error(failure, 0) end
+end
+
 -- This process's resident set, in bytes.
 function M.rss()
   local f = assert(io.open("/proc/self/statm"))

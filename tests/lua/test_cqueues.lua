@@ -12,35 +12,19 @@ local fastsock = require "fastsock"
 
 local opts = common.parse_args(arg)
 
--- Runs the test functions as coroutines of one controller, beside a 1 ms
--- heartbeat coroutine that counts its beats.
-local beats = 0
+local beats -- the running controller's heartbeat count
 local function run(body)
-  local cq = cqueues.new()
-  local running = true
-  cq:wrap(function()
-    while running do
-      cqueues.sleep(0.001)
-      beats = beats + 1
-    end
+  common.under_cqueues(function(cq, counter)
+    beats = counter
+    return body(cq)
   end)
-  local err
-  cq:wrap(function()
-    local ok, e = xpcall(body, debug.traceback, cq)
-    running = false
-    if not ok then err = e end
-  end)
-  local ok, e = cq:loop()
-  if not ok then error(e, 0) end
-  if err then error(err, 0) end
 end
 
--- Beats of the heartbeat while f runs: how many times the controller ran
--- something else.
+-- Beats of the heartbeat while f runs.
 local function beats_during(f)
-  local before = beats
+  local before = beats()
   local r = table.pack(f())
-  return beats - before, table.unpack(r, 1, r.n)
+  return beats() - before, table.unpack(r, 1, r.n)
 end
 
 -- A call that blocked the controller lets no beat through while it waits;

@@ -98,57 +98,41 @@ local function reader_edges(server)
 end
 
 local function reader_under_cqueues(server)
-  local cq = cqueues.new()
-  local beats, running = 0, true
-  cq:wrap(function()
-    while running do
-      cqueues.sleep(0.001)
-      beats = beats + 1
-    end
-  end)
-  local failure
-  cq:wrap(function()
-    local ok, err = xpcall(function()
-      -- The echo server sends back what another coroutine sends, later:
-      -- readuntil waits for it, yielding.
-      local c = common.request(server, "echo")
-      local r = fastsock.reader(c)
-      cq:wrap(function()
-        cqueues.sleep(0.05)
-        assert(c:send(("x"):rep(50000)))
-        cqueues.sleep(0.05)
-        assert(c:send("\r\n" .. ("y"):rep(50000)))
-      end)
-      local before = beats
-      local line = assert(r:readuntil("\r\n", 100000))
-      check(line == ("x"):rep(50000) .. "\r\n", "the line under cqueues")
-      check(beats - before >= 5, "readuntil let only %d beats through", beats - before)
-      -- The rest, from the look-ahead and then stepped.
-      local body = assert(r:recvall(50000))
-      check(body == ("y"):rep(50000), "recvall under cqueues")
-      check(r:buffered() == 0, "the look-ahead went into the body")
-      r:close()
-      c:close()
+  common.under_cqueues(function(cq, beats)
+    -- The echo server sends back what another coroutine sends, later:
+    -- readuntil waits for it, yielding.
+    local c = common.request(server, "echo")
+    local r = fastsock.reader(c)
+    cq:wrap(function()
+      cqueues.sleep(0.05)
+      assert(c:send(("x"):rep(50000)))
+      cqueues.sleep(0.05)
+      assert(c:send("\r\n" .. ("y"):rep(50000)))
+    end)
+    local before = beats()
+    local line = assert(r:readuntil("\r\n", 100000))
+    check(line == ("x"):rep(50000) .. "\r\n", "the line under cqueues")
+    check(beats() - before >= 5, "readuntil let only %d beats through", beats() - before)
+    -- The rest, from the look-ahead and then stepped.
+    local body = assert(r:recvall(50000))
+    check(body == ("y"):rep(50000), "recvall under cqueues")
+    check(r:buffered() == 0, "the look-ahead went into the body")
+    r:close()
+    c:close()
 
-      -- A timeout keeps the bytes; recvall_into after it.
-      c = common.request(server, "gen len=1000 seed=10 trickle=500:300")
-      r = fastsock.reader(c)
-      check_fail("timeout under cqueues", "timeout", "", r:readuntil("\0\1\2\3\4\5", 1000, 0.1))
-      check(r:buffered() == 500, "the reader kept %d bytes", r:buffered())
-      local buf = fastsock.buffer(1000)
-      before = beats
-      check(r:recvall_into(buf) == 1000, "recvall_into under cqueues")
-      check(beats - before >= 5, "recvall_into let only %d beats through", beats - before)
-      check(buf:tostring() == common.stream(10, 0, 1000), "recvall_into's bytes")
-      r:close()
-      c:close()
-    end, debug.traceback)
-    running = false
-    if not ok then failure = err end
+    -- A timeout keeps the bytes; recvall_into after it.
+    c = common.request(server, "gen len=1000 seed=10 trickle=500:300")
+    r = fastsock.reader(c)
+    check_fail("timeout under cqueues", "timeout", "", r:readuntil("\0\1\2\3\4\5", 1000, 0.1))
+    check(r:buffered() == 500, "the reader kept %d bytes", r:buffered())
+    local buf = fastsock.buffer(1000)
+    before = beats()
+    check(r:recvall_into(buf) == 1000, "recvall_into under cqueues")
+    check(beats() - before >= 5, "recvall_into let only %d beats through", beats() - before)
+    check(buf:tostring() == common.stream(10, 0, 1000), "recvall_into's bytes")
+    r:close()
+    c:close()
   end)
-  local ok, err = cq:loop()
-  if not ok then error(err, 0) end
-  if failure then error(failure, 0) end
 
   -- A controller dropped while its coroutine waits in readuntil (stepped
   -- from the main thread: one stepped from another controller's coroutine
@@ -309,67 +293,51 @@ end
 
 -- sendallv and recvfile under cqueues: they yield while they wait.
 local function calls_under_cqueues(server)
-  local cq = cqueues.new()
-  local beats, running = 0, true
-  cq:wrap(function()
-    while running do
-      cqueues.sleep(0.001)
-      beats = beats + 1
-    end
-  end)
-  local failure
-  cq:wrap(function()
-    local ok, err = xpcall(function()
-      -- A slow sink: the pieces (a buffer, a range of a string) wait for it.
-      local data = common.stream(40, 0, 8 << 20)
-      local buf = fastsock.buffer(data:sub(1, 1 << 20))
-      local c = common.request(server, "sink seed=40 pause_ms=300")
-      local before = beats
-      check(fastsock.sendallv(c, { buf, { data, (1 << 20) + 1 } }) == 8 << 20, "sendallv under cqueues")
-      check(beats - before >= 5, "sendallv let only %d beats through", beats - before)
-      local got, match = common.sink_answer(c)
-      check(got == 8 << 20 and match == got, "the sink got %s (%s matching)", got, match)
-      c:close()
-      buf:close() -- unpinned once the call ended
+  common.under_cqueues(function(cq, beats)
+    -- A slow sink: the pieces (a buffer, a range of a string) wait for it.
+    local data = common.stream(40, 0, 8 << 20)
+    local buf = fastsock.buffer(data:sub(1, 1 << 20))
+    local c = common.request(server, "sink seed=40 pause_ms=300")
+    local before = beats()
+    check(fastsock.sendallv(c, { buf, { data, (1 << 20) + 1 } }) == 8 << 20, "sendallv under cqueues")
+    check(beats() - before >= 5, "sendallv let only %d beats through", beats() - before)
+    local got, match = common.sink_answer(c)
+    check(got == 8 << 20 and match == got, "the sink got %s (%s matching)", got, match)
+    c:close()
+    buf:close() -- unpinned once the call ended
 
-      c = common.request(server, "sink seed=40 pause_ms=1500")
-      local t0 = cqueues.monotime()
-      local sent, e, count = fastsock.sendallv(c, { data, data }, 0.3)
-      check(sent == nil and e == "timeout" and count > 0 and count < 16 << 20,
-            "a timeout under cqueues: %s %s %s", tostring(sent), tostring(e), tostring(count))
-      check(cqueues.monotime() - t0 < 1, "the timeout bounded the call")
-      got = common.sink_answer(c)
-      check(got == count, "the sink got %s of %s", got, count)
-      c:close()
+    c = common.request(server, "sink seed=40 pause_ms=1500")
+    local t0 = cqueues.monotime()
+    local sent, e, count = fastsock.sendallv(c, { data, data }, 0.3)
+    check(sent == nil and e == "timeout" and count > 0 and count < 16 << 20,
+          "a timeout under cqueues: %s %s %s", tostring(sent), tostring(e), tostring(count))
+    check(cqueues.monotime() - t0 < 1, "the timeout bounded the call")
+    got = common.sink_answer(c)
+    check(got == count, "the sink got %s of %s", got, count)
+    c:close()
 
-      -- A trickled stream into a file that holds a buffered write.
-      local path = os.tmpname()
-      local f = assert(io.open(path, "w+b"))
-      f:write("hdr")
-      c = common.request(server, "gen len=3000000 seed=41 trickle=1000000:100")
-      before = beats
-      check(fastsock.recvfile(c, f, 3000000) == 3000000, "recvfile under cqueues")
-      check(beats - before >= 5, "recvfile let only %d beats through", beats - before)
-      check(f:seek("cur") == 3000003, "the position after: %s", f:seek("cur"))
-      f:close()
-      c:close()
-      check(assert(io.open(path, "rb")):read("a") == "hdr" .. common.stream(41, 0, 3000000),
-            "the file's bytes")
-      -- End of stream: what came stays written, and counts.
-      f = assert(io.open(path, "w+b"))
-      c = common.request(server, "gen len=5000 seed=42 close=3000")
-      check_fail("recvfile's end of stream", "closed", 3000, fastsock.recvfile(c, f, 5000))
-      check(f:seek("cur") == 3000, "the position after a partial")
-      f:close()
-      c:close()
-      os.remove(path)
-    end, debug.traceback)
-    running = false
-    if not ok then failure = err end
+    -- A trickled stream into a file that holds a buffered write.
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w+b"))
+    f:write("hdr")
+    c = common.request(server, "gen len=3000000 seed=41 trickle=1000000:100")
+    before = beats()
+    check(fastsock.recvfile(c, f, 3000000) == 3000000, "recvfile under cqueues")
+    check(beats() - before >= 5, "recvfile let only %d beats through", beats() - before)
+    check(f:seek("cur") == 3000003, "the position after: %s", f:seek("cur"))
+    f:close()
+    c:close()
+    check(assert(io.open(path, "rb")):read("a") == "hdr" .. common.stream(41, 0, 3000000),
+          "the file's bytes")
+    -- End of stream: what came stays written, and counts.
+    f = assert(io.open(path, "w+b"))
+    c = common.request(server, "gen len=5000 seed=42 close=3000")
+    check_fail("recvfile's end of stream", "closed", 3000, fastsock.recvfile(c, f, 5000))
+    check(f:seek("cur") == 3000, "the position after a partial")
+    f:close()
+    c:close()
+    os.remove(path)
   end)
-  local ok, err = cq:loop()
-  if not ok then error(err, 0) end
-  if failure then error(failure, 0) end
 
   -- A controller dropped while its coroutine waits in sendallv: the buffer
   -- is pinned meanwhile; once collected, unpinned, and the socket's send
