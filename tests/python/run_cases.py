@@ -382,6 +382,24 @@ def make_file(spec, seed, cleanup):
     return f
 
 
+def connect_case(server, keys, kind, cleanup):
+    """The case's connection, and what its sock= key hands the call: the
+    socket, its fd, a file's fd (not a socket) or a closed socket."""
+    conn = server.connect(keys["req"].replace(",", " "))
+    cleanup.append(conn.close)
+    if kind == "fd":
+        return conn, conn
+    if kind == "int":
+        return conn, conn.fileno()
+    if kind == "notsock":
+        f = tempfile.TemporaryFile()
+        cleanup.append(f.close)
+        return conn, f.fileno()
+    closed = socket.socket()
+    closed.close()
+    return conn, closed
+
+
 def run_case(server, keys, fastsock):
     if keys["op"] in SEARCH_OPS:
         return run_search_case(keys, fastsock)
@@ -402,19 +420,7 @@ def run_case(server, keys, fastsock):
             data = stream(seed, 0, int(keys["datalen"]))
         elif op in ("sendfile", "sendfile_steps"):
             file = make_file(keys["file"], seed, cleanup)
-        conn = server.connect(keys["req"].replace(",", " "))
-        cleanup.append(conn.close)
-        if kind == "fd":
-            target = conn
-        elif kind == "int":
-            target = conn.fileno()
-        elif kind == "notsock":
-            f = tempfile.TemporaryFile()
-            cleanup.append(f.close)
-            target = f.fileno()
-        else:
-            target = socket.socket()
-            target.close()
+        conn, target = connect_case(server, keys, kind, cleanup)
         kwargs = {}
         if op in STEP_OPS:
             conn.setblocking(False)  # the event loop's socket
@@ -520,17 +526,9 @@ def run_case(server, keys, fastsock):
             check(file.tell() == want, f"file position {file.tell()}, expected {want}")
 
         if op in SEND_OPS and "reset" not in req:
-            conn.shutdown(socket.SHUT_WR)
-            answer = b""
-            while not answer.endswith(b"\n"):
-                chunk = conn.recv(256)
-                if not chunk:
-                    break
-                answer += chunk
-            fields = dict(w.split("=", 1) for w in answer.decode().split())
-            check("got" in fields and "match" in fields, f"sink answered {answer!r}")
-            check(int(fields["got"]) == moved, f"sink got {fields['got']}, the call reported {moved}")
-            check(fields["match"] == fields["got"], f"sink matched {fields['match']} of {fields['got']}")
+            got, match = sink_answer(conn)
+            check(got == moved, f"sink got {got}, the call reported {moved}")
+            check(match == got, f"sink matched {match} of {got}")
     finally:
         for close in reversed(cleanup):
             close()
@@ -644,19 +642,7 @@ def run_protocol_case(server, keys, fastsock):
         # Built before connecting, as for the sends (the sink's pause starts
         # at the connection).
         pieces = make_pieces(keys, seed) if op == "sendallv" else None
-        conn = server.connect(keys["req"].replace(",", " "))
-        cleanup.append(conn.close)
-        if kind == "fd":
-            target = conn
-        elif kind == "int":
-            target = conn.fileno()
-        elif kind == "notsock":
-            nf = tempfile.TemporaryFile()
-            cleanup.append(nf.close)
-            target = nf.fileno()
-        else:
-            target = socket.socket()
-            target.close()
+        conn, target = connect_case(server, keys, kind, cleanup)
         kwargs = {}
         if timeout is not None:
             if kind == "fd" and op != "sendallv":
