@@ -67,9 +67,9 @@ import time
 
 import fastsock
 import fastsock.aio as aio
+from _bench import UNIT, Stream, check_sink_answer, log, status_mb
 
 MiB = 1 << 20
-UNIT = 65521
 SEED = 77
 CONNS, CONN_SIZE = 64, 16 * MiB
 MSG, MSG_TOTAL = 64, 2 * MiB
@@ -85,29 +85,9 @@ FIXED_ROUTES = ["fastsock_aio_recvall_64conn", "fastsock_aio_recvall_1conn"]
 SELECTOR_ROUTES = ["receiver_into_64", "sock_recv_into_64", "receiver_fresh_64", "sock_recv_64"]
 
 
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
-
-
 # ---- the stream (tests/README.md) ----------------------------------------------
 
-def make_unit(seed):
-    x = (seed * 2654435761 + 0x7F4A7C15) & 0xFFFFFFFF or 1
-    out = bytearray(UNIT)
-    for i in range(UNIT):
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        out[i] = x & 0xFF
-    return bytes(out)
-
-
-_unit = make_unit(SEED)
-
-
-def stream(off, n):
-    phase = off % UNIT
-    return (_unit * ((phase + n) // UNIT + 1))[phase:phase + n]
+stream = Stream(SEED)
 
 
 def verify(data, n, route):
@@ -121,14 +101,6 @@ def verify(data, n, route):
 
 
 # ---- memory ---------------------------------------------------------------------------
-
-def status_mb(field):
-    with open("/proc/self/status", "rb") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
 
 def reset_peak():
     with open("/proc/self/clear_refs", "w") as f:
@@ -155,16 +127,7 @@ class Peer:
     @staticmethod
     def sink_answer(c, n, route):
         c.setblocking(True)
-        c.shutdown(socket.SHUT_WR)
-        answer = b""
-        while not answer.endswith(b"\n"):
-            chunk = c.recv(256)
-            if not chunk:
-                break
-            answer += chunk
-        fields = dict(w.split("=", 1) for w in answer.decode().split())
-        if int(fields.get("got", -1)) != n or int(fields.get("match", -1)) != n:
-            raise SystemExit(f"{route}: the sink answered {answer!r} for {n} bytes")
+        check_sink_answer(c, n, route)
 
 
 class Heartbeat:

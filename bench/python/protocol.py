@@ -49,46 +49,18 @@ import sys
 import time
 
 import fastsock
+from _bench import Stream, check_sink_answer, log, status_mb
 
 MiB = 1 << 20
-UNIT = 65521
 SEED = 17
-
-
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
 
 
 # ---- the stream (tests/README.md) ----------------------------------------------
 
-def make_unit(seed):
-    x = (seed * 2654435761 + 0x7F4A7C15) & 0xFFFFFFFF or 1
-    out = bytearray(UNIT)
-    for i in range(UNIT):
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        out[i] = x & 0xFF
-    return bytes(out)
-
-
-_unit = make_unit(SEED)
-
-
-def stream(off, n):
-    phase = off % UNIT
-    return (_unit * ((phase + n) // UNIT + 1))[phase:phase + n]
+stream = Stream(SEED)
 
 
 # ---- memory ---------------------------------------------------------------------------
-
-def status_mb(field):
-    with open("/proc/self/status", "rb") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
 
 try:
     _malloc_trim = ctypes.CDLL(None).malloc_trim
@@ -126,17 +98,10 @@ class Server:
         return c
 
     def check_sink(self, c, n, route):
-        c.shutdown(socket.SHUT_WR)
-        answer = b""
-        while not answer.endswith(b"\n"):
-            chunk = c.recv(256)
-            if not chunk:
-                break
-            answer += chunk
-        c.close()
-        fields = dict(w.split("=", 1) for w in answer.decode().split())
-        if int(fields.get("got", -1)) != n or int(fields.get("match", -1)) != n:
-            raise SystemExit(f"{route}: the sink answered {answer!r} for {n} bytes")
+        try:
+            check_sink_answer(c, n, route)
+        finally:
+            c.close()
 
     def stop(self):
         try:
