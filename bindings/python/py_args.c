@@ -174,13 +174,10 @@ static int fastsock_py_timeout(PyObject *obj, fastsock_py_call *call, const char
     int own = obj == Py_Ellipsis;
     if (own) {
         call->ctl.timeout_ms = -1; /* an int fd, or an object without gettimeout */
+        PyObject *t = NULL;
         if (call->sock != NULL && Py_TYPE(call->sock) == fastsock_py_socket_type) {
-            PyObject *t = PyObject_CallMethodNoArgs(call->sock, fastsock_py_str_gettimeout);
+            t = PyObject_CallMethodNoArgs(call->sock, fastsock_py_str_gettimeout);
             if (t == NULL)
-                return -1;
-            int rc = fastsock_py_seconds(t, &call->ctl.timeout_ms);
-            Py_DECREF(t);
-            if (rc < 0)
                 return -1;
         } else if (call->sock != NULL) {
             PyObject *meth = PyObject_GetAttr(call->sock, fastsock_py_str_gettimeout);
@@ -189,15 +186,17 @@ static int fastsock_py_timeout(PyObject *obj, fastsock_py_call *call, const char
                     return -1;
                 PyErr_Clear();
             } else {
-                PyObject *t = PyObject_CallNoArgs(meth);
+                t = PyObject_CallNoArgs(meth);
                 Py_DECREF(meth);
                 if (t == NULL)
                     return -1;
-                int rc = fastsock_py_seconds(t, &call->ctl.timeout_ms);
-                Py_DECREF(t);
-                if (rc < 0)
-                    return -1;
             }
+        }
+        if (t != NULL) {
+            int rc = fastsock_py_seconds(t, &call->ctl.timeout_ms);
+            Py_DECREF(t);
+            if (rc < 0)
+                return -1;
         }
     } else if (fastsock_py_seconds(obj, &call->ctl.timeout_ms) < 0) {
         return -1;
