@@ -432,6 +432,18 @@ local function check_outcome(c, kind, result, moved)
   return nil
 end
 
+-- A counting call's pcall results (a count, or nil, err, count) as kind,
+-- result and moved; a fourth answer says how they broke the contract.
+local function counted_outcome(c, r)
+  if not r[1] then return raised_kind(tostring(r[2])), nil, 0 end
+  if r[2] == nil then
+    if not is_integer(r[4]) then return nil, nil, nil, "the count is no integer: " .. tostring(r[4]) end
+    return failure_kind(c, r[3]), nil, r[4]
+  end
+  if not is_integer(r[2]) then return nil, nil, nil, "returned " .. tostring(r[2]) end
+  return "ok", r[2], r[2]
+end
+
 -- find and split, over a string and over a buffer holding the same bytes:
 -- both must answer alike.
 local function run_search(c)
@@ -576,16 +588,8 @@ function run_more(server, c)
   if c.op == "sendallv" then
     local r = table.pack(pcall(fastsock.sendallv, target, pieces, c.timeout))
     for _, b in ipairs(buffers) do b:close() end
-    if not r[1] then
-      kind, moved = raised_kind(tostring(r[2])), 0
-    elseif r[2] == nil then
-      kind, moved = failure_kind(c, r[3]), r[4]
-      if not is_integer(moved) then return finish("the count is no integer: " .. tostring(moved)) end
-    else
-      kind, result, moved = "ok", r[2], r[2]
-      if not is_integer(result) then return finish("returned " .. tostring(result)) end
-    end
-    why = check_outcome(c, kind, result, moved)
+    kind, result, moved, why = counted_outcome(c, r)
+    why = why or check_outcome(c, kind, result, moved)
     if why then return finish(why) end
     if c.expect ~= "peer_gone" then
       local got, match = common.sink_answer(conn)
@@ -599,16 +603,8 @@ function run_more(server, c)
 
   if c.op == "recvfile" then
     local r = table.pack(pcall(fastsock.recvfile, target, file, c.n, c.offset, c.timeout))
-    if not r[1] then
-      kind, moved = raised_kind(tostring(r[2])), 0
-    elseif r[2] == nil then
-      kind, moved = failure_kind(c, r[3]), r[4]
-      if not is_integer(moved) then return finish("the count is no integer: " .. tostring(moved)) end
-    else
-      kind, result, moved = "ok", r[2], r[2]
-      if not is_integer(result) then return finish("returned " .. tostring(result)) end
-    end
-    why = check_outcome(c, kind, result, moved)
+    kind, result, moved, why = counted_outcome(c, r)
+    why = why or check_outcome(c, kind, result, moved)
     if why then return finish(why) end
     local at = c.file:match("^append:") and prefill or (c.offset or 0)
     if c.file == "pipe" then
