@@ -34,21 +34,7 @@ for s in (opts.sizes or "1048576,67108864,268435456"):gmatch("%d+") do
 end
 local rounds = math.tointeger(tonumber(opts.rounds or "3"))
 
-local function status_mb(field)
-  for line in io.lines("/proc/self/status") do
-    if line:sub(1, #field) == field then return tonumber(line:match("(%d+)")) / 1024 end
-  end
-  return 0
-end
-
--- "5" resets VmHWM to the current RSS, which it returns (the base that the
--- transfer's peak is measured from).
-local function reset_peak()
-  local f = assert(io.open("/proc/self/clear_refs", "w"))
-  f:write("5")
-  f:close()
-  return status_mb("VmRSS:")
-end
+local status_mb, reset_peak = common.status_mb, common.reset_peak
 
 local server = common.start_server(opts.server)
 local MAX = math.max(table.unpack(sizes))

@@ -45,21 +45,14 @@ local RESP_1K_OPS = quick and 2000 or 20000
 local RESP_1M_OPS = quick and 50 or 300
 local SMALL_OPS = quick and 500 or 2000
 
-local function status_mb(field)
-  for line in io.lines("/proc/self/status") do
-    if line:sub(1, #field) == field then return tonumber(line:match("(%d+)")) / 1024 end
-  end
-  return 0
-end
+local status_mb = common.status_mb
 
--- "5" resets VmHWM to the current RSS, which it returns.
+-- After a full collection: the run before's garbage goes now, not in the
+-- middle of the measured one.
 local function reset_peak()
   collectgarbage()
   collectgarbage()
-  local f = assert(io.open("/proc/self/clear_refs", "w"))
-  f:write("5")
-  f:close()
-  return status_mb("VmRSS:")
+  return common.reset_peak()
 end
 
 local function emit(bench, route, size, round, rate, unit, rss)

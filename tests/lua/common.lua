@@ -159,6 +159,23 @@ function M.under_cqueues(body)
   if failure then error(failure, 0) end
 end
 
+-- A field of /proc/self/status ("VmRSS:", "VmHWM:"), in MiB; 0 when absent.
+function M.status_mb(field)
+  for line in io.lines("/proc/self/status") do
+    if line:sub(1, #field) == field then return tonumber(line:match("(%d+)")) / 1024 end
+  end
+  return 0
+end
+
+-- "5" resets VmHWM to the current RSS, which it returns (the base that the
+-- transfer's peak is measured from).
+function M.reset_peak()
+  local f = assert(io.open("/proc/self/clear_refs", "w"))
+  f:write("5")
+  f:close()
+  return M.status_mb("VmRSS:")
+end
+
 -- This process's resident set, in bytes.
 function M.rss()
   local f = assert(io.open("/proc/self/statm"))
