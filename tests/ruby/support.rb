@@ -31,6 +31,19 @@ module LoopbackTest
   def now = Process.clock_gettime(Process::CLOCK_MONOTONIC)
   def stream(seed, off, len) = Loopback.stream(seed, off, len)
 
+  # Thread#raise into a thread left 0.3 s in the block, where it waits;
+  # returns how long the RuntimeError took to come out of its join.
+  def raise_into_waiting(&work)
+    th = Thread.new(&work)
+    th.report_on_exception = false
+    sleep 0.3
+    t0 = now
+    th.raise(RuntimeError, "stop")
+    err = assert_raises(RuntimeError) { th.join }
+    assert_equal "stop", err.message
+    now - t0
+  end
+
   # err reports exactly the first n bytes of seed's stream as what came.
   def assert_partial(err, seed, n)
     assert_equal n, err.nbytes
