@@ -427,17 +427,31 @@ class Runner
     o
   end
 
-  # sendallv, recvfile, readuntil: the checks of tests/README.md.
-  def check_protocol(keys, o, conn, seed, off)
+  # What every op's check starts with: the outcome against expect, then for an
+  # error other than a refusal, the nbytes it carries against moved, moved_min.
+  def outcome_problem(keys, o, got, refused)
     expect = keys["expect"]
-    got = classify(o.exc, keys["op"])
     unless outcome_matches?(expect, got)
       detail = o.exc ? "#{o.exc.class}: #{o.exc.message}" : "returned #{o.result.inspect}"
       return "expected #{expect}, got #{got} (#{detail})"
     end
-    return o.problem if o.problem
+    return nil if expect == "ok" || refused
+    return "#{o.exc.class} does not carry nbytes" if o.moved.nil?
 
+    m = int(keys, "moved")
+    return "moved #{o.moved}, expected #{m}" if m && o.moved != m
+
+    mmin = int(keys, "moved_min")
+    "moved #{o.moved}, expected at least #{mmin}" if mmin && o.moved < mmin
+  end
+
+  # sendallv, recvfile, readuntil: the checks of tests/README.md.
+  def check_protocol(keys, o, conn, seed, off)
+    expect = keys["expect"]
     refused = %w[badarg badsock badfile].include?(expect)
+    problem = outcome_problem(keys, o, classify(o.exc, keys["op"]), refused) || o.problem
+    return problem if problem
+
     if expect == "ok"
       r = int(keys, "result")
       return "result #{o.result}, expected #{r}" if r && o.result != r
@@ -445,12 +459,6 @@ class Runner
       return "refused, yet #{o.exc.class} says #{o.moved} bytes moved" if o.moved.to_i != 0
 
       o.moved = 0
-    else
-      return "#{o.exc.class} does not carry nbytes" if o.moved.nil?
-      m = int(keys, "moved")
-      return "moved #{o.moved}, expected #{m}" if m && o.moved != m
-      mmin = int(keys, "moved_min")
-      return "moved #{o.moved}, expected at least #{mmin}" if mmin && o.moved < mmin
     end
 
     case keys["op"]
@@ -539,14 +547,11 @@ class Runner
 
   def check(keys, o, conn, seed, off)
     expect = keys["expect"]
-    got = classify(o.exc)
-    unless outcome_matches?(expect, got)
-      detail = o.exc ? "#{o.exc.class}: #{o.exc.message}" : "returned #{o.result.inspect}"
-      return "expected #{expect}, got #{got} (#{detail})"
-    end
-    receive = %w[recvall recvall_into recv_into recv_steps recv_steps_into].include?(keys["op"])
-    problem = check_steps(keys, o)
+    refused = %w[badarg badsock nomem].include?(expect)
+    problem = outcome_problem(keys, o, classify(o.exc), refused) || check_steps(keys, o)
     return problem if problem
+
+    receive = %w[recvall recvall_into recv_into recv_steps recv_steps_into].include?(keys["op"])
 
     if expect == "ok"
       r = int(keys, "result")
@@ -556,21 +561,15 @@ class Runner
       if keys["op"] == "recv_into" && o.eof != (o.result.zero? && (int(keys, "n") || 1).positive?)
         return "recv_into returned #{o.eof ? 'nil' : o.result} (nil is end of stream only)"
       end
-    elsif %w[badarg badsock nomem].include?(expect)
+    elsif refused
       o.moved = 0
-    else
-      return "#{o.exc.class} does not carry nbytes" if o.moved.nil?
-      m = int(keys, "moved")
-      return "moved #{o.moved}, expected #{m}" if m && o.moved != m
-      mmin = int(keys, "moved_min")
-      return "moved #{o.moved}, expected at least #{mmin}" if mmin && o.moved < mmin
     end
 
     if receive
       problem = check_received(keys, o, seed, off)
       return problem if problem
 
-      if %w[badarg badsock nomem].include?(expect)
+      if refused
         first = read_one(conn)
         return "after a refused call the next byte is #{first.inspect}, not the stream's first" \
           unless first == Loopback.stream(seed, off, 1)
