@@ -225,6 +225,18 @@ local function run_case(server, c)
   local i, j = c.offset and c.offset + 1, c.count and (c.offset or 0) + c.count
   local buf, data, file, pipe_handle
   local r, steps, largest
+  -- sendfile's source: the file made above, or cat reading it into a pipe.
+  local function open_file()
+    if c.file:match("^pipe:") then
+      pipe_handle = assert(io.popen("cat " .. path .. " 2>/dev/null", "r"))
+      file = pipe_handle
+      -- A count stops early; cat then meets a closed pipe and goes.
+      cleanup[#cleanup + 1] = function() pipe_handle:close() end
+    else
+      file = assert(io.open(path, "rb"))
+      cleanup[#cleanup + 1] = function() file:close() end
+    end
+  end
   if blocking_op then
     local make
     if c.op == "recvall" then
@@ -236,14 +248,7 @@ local function run_case(server, c)
       data = send_data
       make = function() return fastsock.sender(target, data, i, j) end
     else
-      if c.file:match("^pipe:") then
-        pipe_handle = assert(io.popen("cat " .. path .. " 2>/dev/null", "r"))
-        file = pipe_handle
-        cleanup[#cleanup + 1] = function() pipe_handle:close() end
-      else
-        file = assert(io.open(path, "rb"))
-        cleanup[#cleanup + 1] = function() file:close() end
-      end
+      open_file()
       make = function() return fastsock.sender(target, file, c.offset, c.count) end
     end
     local obj
@@ -257,16 +262,8 @@ local function run_case(server, c)
   elseif c.op == "send" or c.op == "sendall" then
     data = send_data
     r = table.pack(pcall(fastsock[c.op], target, data, i, j, c.timeout))
-  else -- sendfile, from the file made above
-    if c.file:match("^pipe:") then
-      pipe_handle = assert(io.popen("cat " .. path .. " 2>/dev/null", "r"))
-      file = pipe_handle
-      -- A count stops early; cat then meets a closed pipe and goes.
-      cleanup[#cleanup + 1] = function() pipe_handle:close() end
-    else
-      file = assert(io.open(path, "rb"))
-      cleanup[#cleanup + 1] = function() file:close() end
-    end
+  else -- sendfile
+    open_file()
     r = table.pack(pcall(fastsock.sendfile, target, file, c.offset, c.count, c.timeout))
   end
 
