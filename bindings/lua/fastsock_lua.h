@@ -78,13 +78,6 @@ fastsock_lua_buf *fastsock_lua_scratch_push(lua_State *L, size_t len, int *fresh
 void fastsock_lua_buffer_release(fastsock_lua_buf *b);
 /* A scratch (at idx) is done with: freed, or kept for the next one. */
 void fastsock_lua_scratch_done(lua_State *L, int idx);
-/* A blocking recvall's scratch of n bytes, pushed and advised; NULL (errno
- * set) when the memory isn't there. */
-fastsock_lua_buf *fastsock_lua_result_scratch(lua_State *L, size_t n);
-/* The result of a blocking recvall into the scratch on the top: the string
- * of its moved bytes, or nil, err, that string; the scratch done with. */
-int fastsock_lua_scratch_result(lua_State *L, fastsock_lua_buf *scratch, size_t moved,
-                                fastsock_result rc);
 /* The buffer at idx, open; an argument error otherwise. */
 fastsock_lua_buf *fastsock_lua_check_buffer(lua_State *L, int idx);
 /* NULL when idx is no buffer; an argument error when it is a closed one. */

@@ -147,32 +147,6 @@ void fastsock_lua_scratch_done(lua_State *L, int idx)
     lua_rawsetp(L, LUA_REGISTRYINDEX, &spare_key);
 }
 
-/* Lua 5.4 can't hand out a string to be filled, so a blocking recvall's
- * bytes land in a scratch and are copied once into the result (the
- * contract's one unavoidable copy). */
-fastsock_lua_buf *fastsock_lua_result_scratch(lua_State *L, size_t n)
-{
-    int fresh;
-    buffer *scratch = fastsock_lua_scratch_push(L, n, &fresh);
-    /* Memory malloc recycled: a walk over present pages. Fresh memory: huge
-     * pages, faulted in at once. */
-    if (scratch != NULL)
-        fastsock_advise_fresh(scratch->data, n);
-    return scratch;
-}
-
-/* The scratch goes at once, not at the next GC. */
-int fastsock_lua_scratch_result(lua_State *L, fastsock_lua_buf *scratch, size_t moved,
-                                fastsock_result rc)
-{
-    int scratch_idx = lua_gettop(L);
-    fastsock_lua_push_bytes(L, (const char *)scratch->data, moved);
-    fastsock_lua_scratch_done(L, scratch_idx);
-    if (rc >= 0)
-        return 1;
-    return fastsock_lua_fail_with_top(L, rc);
-}
-
 void fastsock_lua_buffer_release(fastsock_lua_buf *b)
 {
     if (b->data != NULL && b->kind == BUFFER_MAPPED)

@@ -117,11 +117,23 @@ int fastsock_lua_recvall(lua_State *L)
     }
     call c;
     fastsock_lua_call_init(&c, L, timeout_ms);
-    fastsock_lua_buf *scratch = fastsock_lua_result_scratch(L, (size_t)n);
+    /* Lua 5.4 can't hand out a string to be filled, so the bytes land in a
+     * scratch buffer and are copied once into the result (the contract's
+     * one unavoidable copy); the scratch goes at once, not at the next GC. */
+    int fresh;
+    fastsock_lua_buf *scratch = fastsock_lua_scratch_push(L, (size_t)n, &fresh);
     if (scratch == NULL)
         return fastsock_lua_nomem(L, "recvall", n, errno);
+    /* Memory malloc recycled: a walk over present pages. Fresh memory: huge
+     * pages, faulted in at once. */
+    fastsock_advise_fresh(scratch->data, (size_t)n);
     fastsock_result rc = fastsock_recvall(fd, scratch->data, (size_t)n, 0, (size_t)n, &c.ctl);
-    return fastsock_lua_scratch_result(L, scratch, c.ctl.moved, rc);
+    int scratch_idx = lua_gettop(L);
+    fastsock_lua_push_bytes(L, (const char *)scratch->data, c.ctl.moved);
+    fastsock_lua_scratch_done(L, scratch_idx);
+    if (rc >= 0)
+        return 1;
+    return fastsock_lua_fail_with_top(L, rc);
 }
 
 /*** Fills `buf[i .. i + n - 1]` from the socket (n absent: to the end).

@@ -687,12 +687,19 @@ static int reader_recvall(lua_State *L)
     }
     fastsock_lua_call c;
     fastsock_lua_call_init(&c, L, timeout_ms);
-    fastsock_lua_buf *scratch = fastsock_lua_result_scratch(L, (size_t)n);
+    int fresh;
+    fastsock_lua_buf *scratch = fastsock_lua_scratch_push(L, (size_t)n, &fresh);
     if (scratch == NULL)
         return fastsock_lua_nomem(L, "reader:recvall", n, errno);
+    fastsock_advise_fresh(scratch->data, (size_t)n);
     fastsock_result rc = fastsock_reader_recvall(&rd->r, scratch->data, (size_t)n, 0, (size_t)n,
                                                  &c.ctl);
-    return fastsock_lua_scratch_result(L, scratch, c.ctl.moved, rc);
+    int scratch_idx = lua_gettop(L);
+    fastsock_lua_push_bytes(L, (const char *)scratch->data, c.ctl.moved);
+    fastsock_lua_scratch_done(L, scratch_idx);
+    if (rc >= 0)
+        return 1;
+    return fastsock_lua_fail_with_top(L, rc);
 }
 
 /* reader:recvall_into under a scheduler: ctx the bytes the look-ahead
