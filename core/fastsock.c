@@ -455,9 +455,11 @@ static fastsock_result first_try(int fd, char *p, size_t n, int receiving, fasts
 
 /* ---- receiving -------------------------------------------------------------- */
 
-/* Set by fastsock_recvall_try that did not complete: the fastsock_recvall
- * that finishes its receive counts the try's recv too. */
-static _Thread_local int try_pending;
+/* Where a fastsock_recvall_try that did not complete stopped: the
+ * fastsock_recvall that finishes that receive, from there on the same fd,
+ * counts the try's recv too (any other call counts only its own). */
+static _Thread_local int try_fd = -1;
+static _Thread_local const char *try_next;
 
 fastsock_result fastsock_recvall_try(int fd, void *buf, size_t len, size_t offset,
                                      size_t count, fastsock_ctl *ctl)
@@ -465,12 +467,15 @@ fastsock_result fastsock_recvall_try(int fd, void *buf, size_t len, size_t offse
     size_t n;
     ctl->moved = 0;
     recvall_cycles = 0;
-    try_pending = 0;
+    try_fd = -1;
     fastsock_result rc = fastsock__check_range(len, offset, count, &n);
     if (rc < 0)
         return rc;
     rc = first_try(fd, (char *)buf + offset, n, 1, ctl);
-    try_pending = rc == 0 && recvall_cycles > 0;
+    if (rc == 0 && recvall_cycles > 0) {
+        try_fd = fd;
+        try_next = (const char *)buf + offset + ctl->moved;
+    }
     return rc;
 }
 
@@ -479,8 +484,8 @@ fastsock_result fastsock_recvall(int fd, void *buf, size_t len, size_t offset,
 {
     size_t n;
     ctl->moved = 0;
-    recvall_cycles = try_pending ? 1 : 0;
-    try_pending = 0;
+    recvall_cycles = try_fd == fd && try_fd >= 0 && try_next == (const char *)buf + offset;
+    try_fd = -1;
     fastsock_result rc = fastsock__check_range(len, offset, count, &n);
     if (rc < 0)
         return rc;

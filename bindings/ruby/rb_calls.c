@@ -224,6 +224,7 @@ void fastsock_rb__run(fastsock_rb_call *c)
 {
     int single = c->op == FASTSOCK_RB_RECV || c->op == FASTSOCK_RB_SEND ||
                  c->op == FASTSOCK_RB_READUNTIL;
+    unsigned long tried = 0; /* recvall's try, while no recvall has counted it */
     /* A receive while a fiber's bulk receive waits on the same socket
      * would take bytes from the middle of its stream. */
     if ((c->op == FASTSOCK_RB_RECV || c->op == FASTSOCK_RB_RECVALL ||
@@ -240,11 +241,28 @@ void fastsock_rb__run(fastsock_rb_call *c)
         if (c->rc != -EAGAIN || c->timeout_ms == 0)
             return;
         c->poll_first = c->op == FASTSOCK_RB_READUNTIL;
+    } else if (c->op == FASTSOCK_RB_RECVALL) {
+        /* The same for a small recvall whose bytes are there (a length
+         * prefix, a header): the core's own first try would make the same
+         * recv after the GVL's release, which costs more than the recv. */
+        fastsock_ctl now = FASTSOCK_CTL_INIT;
+        fastsock_result rc = fastsock_recvall_try(c->fd, c->base, c->len, c->offset, c->count, &now);
+        c->total += now.moved;
+        c->offset += now.moved;
+        c->count -= now.moved;
+        if (rc != 0) {
+            cycles += fastsock_recvall_cycles();
+            c->rc = rc < 0 ? rc : (fastsock_result)c->total;
+            return;
+        }
+        /* A fastsock_recvall finishing it counts the try's recv itself. */
+        tried = fastsock_recvall_cycles();
     }
     /* A call that never waits has nothing to ask a scheduler. */
     if (c->timeout_ms != 0)
         c->scheduler = fastsock_rb__scheduler();
     if (!NIL_P(c->scheduler)) {
+        cycles += tried; /* the scheduler's steps count only their own */
         fastsock_rb__sched_run(c);
         return;
     }

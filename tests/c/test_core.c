@@ -804,6 +804,12 @@ static void test_recvall_try(void)
     CHECK(write(sv[1], "abcd", 4) == 4);
     CHECK(fastsock_recvall(sv[0], buf, sizeof buf, first, 10 - first, &ctl) == 4 && ctl.moved == 4);
     CHECK(memcmp(buf, "456789abcd", 10) == 0 && fastsock_recvall_cycles() == 2);
+    /* A try left unfinished is counted by the recvall that finishes it
+     * only: another receive counts its own recv alone. */
+    CHECK(write(sv[1], "xy", 2) == 2);
+    CHECK(fastsock_recvall_try(sv[0], buf, sizeof buf, 0, 4, &ctl) == 0 && ctl.moved == 2);
+    CHECK(write(sv[1], "zw", 2) == 2);
+    CHECK(fastsock_recvall(sv[0], buf, sizeof buf, 8, 2, &ctl) == 2 && fastsock_recvall_cycles() == 1);
     CHECK(fastsock_recvall_try(sv[0], buf, sizeof buf, 0, 17, &ctl) == FASTSOCK_ECOUNT);
     close(sv[1]);
     CHECK(fastsock_recvall_try(sv[0], buf, sizeof buf, 0, 4, &ctl) == FASTSOCK_EOF && ctl.moved == 0);
