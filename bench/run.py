@@ -73,7 +73,7 @@ def rpc_requests(n):
 
 
 def kind_of(variant, side):
-    if side == "rpc":
+    if side in ("rpc", "smallsend"):
         return None
     if side == "send16k":
         side = "send"
@@ -307,6 +307,7 @@ def measure(workers, sizes, rounds, msg_bytes, only):
     # as many servers do (issue 18), from 1 MiB on.
     plan = ([(size, side) for size in sizes for side in ("recv", "send")]
             + [(size, "send16k") for size in sizes if size >= MiB] + [(msg_bytes, "msg")]
+            + [(msg_bytes // 4, "smallsend")]
             + [(size, "rpc") for size in RPC_SIZES])
     for n, side in plan:
         of_side = "send" if side == "send16k" else side
@@ -361,7 +362,7 @@ def summarize(results):
             "rss_x": rss, "page_offset": rec["align"],
         })
     order = {l: i for i, l in enumerate(LANGS)}
-    rows.sort(key=lambda r: (["recv", "send", "send16k", "msg", "rpc"].index(r["side"]), order[r["lang"]], r["variant"], r["bytes"]))
+    rows.sort(key=lambda r: (["recv", "send", "send16k", "msg", "smallsend", "rpc"].index(r["side"]), order[r["lang"]], r["variant"], r["bytes"]))
     return rows
 
 
@@ -407,6 +408,11 @@ def table(rows, sizes, syscalls):
         for r in msg:
             x = f"{r['x_c']:.2f}" if r["x_c"] is not None else ""
             lines.append(f"| {r['lang']} | {r['variant']} | {r['median_mbps'] * 1e6 / 64:,.0f} | {x} |")
+    small = [r for r in rows if r["side"] == "smallsend"]
+    if small:
+        lines += ["", "| 64-byte sends | variant | sends/s |", "|---|---|---|"]
+        for r in small:
+            lines.append(f"| {r['lang']} | {r['variant']} | {r['median_mbps'] * 1e6 / 64:,.0f} |")
     rpc = {}
     for r in rows:
         if r["side"] == "rpc":
@@ -536,6 +542,12 @@ def targets(results, sizes, syscalls):
             break
         r = paired(results, (lang, "recv_waitall_64", "msg"), (lang, "fastsock_recvall_64", "msg"), msg_n)
         add(f"{lang} recvall of 64 bytes: fastsock per-call cost / recv(64, MSG_WAITALL)", r, 1.1, le=True)
+    small_n = max((k[3] for k in results if k[2] == "smallsend"), default=None)
+    for lang, native in (("python", "sendall_64"), ("ruby", "write_64"), ("lua", "send_64")):
+        if small_n is None:
+            break
+        r = paired(results, (lang, native, "smallsend"), (lang, "fastsock_sendall_64", "smallsend"), small_n)
+        add(f"{lang} sendall of 64 bytes: fastsock per-call cost / {native[:-3]}", r, 1.1, le=True)
     for lang in ("python", "ruby", "lua"):
         for n in RPC_SIZES:
             best = best_of(results, lang, RPC_IDIOMS[lang], "rpc", n)

@@ -100,6 +100,14 @@ local VARIANTS = {
       local got, recv_into = 0, fastsock.recv_into
       while got < n do got = got + check(recv_into(s, SMALL, 64)) end
     end },
+  { "send_64", "smallsend", function(s, n)
+      local chunk = DATA:sub(1, 64)
+      for _ = 1, n // 64 do check(s:send(chunk)) end
+    end },
+  { "fastsock_sendall_64", "smallsend", function(s, n)
+      local chunk, sendall = DATA:sub(1, 64), fastsock.sendall
+      for _ = 1, n // 64 do check(sendall(s, chunk)) end
+    end },
   { "rpc_receive", "rpc", function(s, n)
       return rpc(s, n, function(c, k) return check(c:receive(k)) end)
     end },
@@ -118,16 +126,17 @@ local sink_extra = ""
 local function run(name, n)
   local v = assert(by_name[name], "no variant " .. name)
   local side, fn = v[2], v[3]
-  local s = connect(side == "send" and ("sink seed=1 off=0 " .. sink_extra .. "\n") or
+  local sending = side == "send" or side == "smallsend"
+  local s = connect(sending and ("sink seed=1 off=0 " .. sink_extra .. "\n") or
                     side == "rpc" and ("lenprefix len=" .. n .. " seed=1\n") or ("gen len=" .. n .. " seed=1\n"))
   -- The clock starts once data is there: the server's own set-up for a
   -- request is not the receiving side's cost.
-  if side ~= "send" and side ~= "rpc" then socket.select({ s }, nil) end
+  if not sending and side ~= "rpc" then socket.select({ s }, nil) end
   reset_peak()
   local before = status_kib("VmRSS:")
   local t0 = socket.gettime()
   local result = fn(s, n)
-  if side == "send" then finish_send(s, n) end
+  if sending then finish_send(s, n) end
   local dt = socket.gettime() - t0
   local added = status_kib("VmHWM:") - before
   s:close()

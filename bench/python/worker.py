@@ -155,6 +155,17 @@ class Worker:
     def fastsock_sendfile(self, s, n):
         fastsock.sendfile(s, self.file, 0, n)
 
+    # ---- 64-byte sends: per-call cost -----------------------------------
+    def sendall_64(self, s, n):
+        chunk, sendall = self.data[:64], s.sendall
+        for _ in range(n // 64):
+            sendall(chunk)
+
+    def fastsock_sendall_64(self, s, n):
+        chunk, sendall = self.data[:64], fastsock.sendall
+        for _ in range(n // 64):
+            sendall(s, chunk)
+
     # ---- request/response: "GET\n", then an 8-byte length and the body ----
     # Each returns (first body, last body): equal, checked after the clock.
     def rpc_makefile(self, s, n):
@@ -226,19 +237,20 @@ class Worker:
         "recv_into_64": "msg", "fastsock_recv_into_64": "msg",
         "recv_waitall_64": "msg", "fastsock_recvall_64": "msg",
         "rpc_makefile": "rpc", "rpc_recv_into": "rpc", "rpc_fastsock": "rpc",
+        "sendall_64": "smallsend", "fastsock_sendall_64": "smallsend",
     }
 
     def run(self, name, n):
         side = self.VARIANTS[name]
         fn = getattr(self, name)
-        s = (self.sink() if side == "send" else
+        s = (self.sink() if side in ("send", "smallsend") else
              self.connect(f"lenprefix len={n} seed=1\n") if side == "rpc" else self.gen(n))
         try:
             reset_peak()
             before = status_kib(b"VmRSS:")
             t0 = time.perf_counter()
             result = fn(s, n)
-            if side == "send":
+            if side in ("send", "smallsend"):
                 self.finish_send(s, n)
             dt = time.perf_counter() - t0
             added = status_kib(b"VmHWM:") - before

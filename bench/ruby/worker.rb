@@ -118,26 +118,34 @@ RPC = {
   end
 }.freeze
 
+# 64-byte sends: per-call cost.
+CHUNK_64 = DATA_BYTES.byteslice(0, 64).freeze
+SMALLSEND = {
+  "write_64" => ->(s, n) { (n / 64).times { s.write(CHUNK_64) } },
+  "fastsock_sendall_64" => ->(s, n) { (n / 64).times { Fastsock.sendall(s, CHUNK_64) } }
+}.freeze
+
 def run(name, n)
   side, fn = if RECV.key?(name) then ["recv", RECV[name]]
              elsif SEND.key?(name) then ["send", SEND[name]]
+             elsif SMALLSEND.key?(name) then ["smallsend", SMALLSEND[name]]
              elsif RPC.key?(name) then ["rpc", RPC[name]]
              else ["msg", MSG.fetch(name)]
              end
   s = connect(case side
-              when "send" then "sink seed=1 off=0 #{$sink_extra}\n"
+              when "send", "smallsend" then "sink seed=1 off=0 #{$sink_extra}\n"
               when "rpc" then "lenprefix len=#{n} seed=1\n"
               else "gen len=#{n} seed=1\n"
               end)
   # The clock starts once data is there: the server's own set-up for a
   # request is not the receiving side's cost.
-  IO.select([s]) unless %w[send rpc].include?(side)
+  IO.select([s]) unless %w[send smallsend rpc].include?(side)
   begin
     reset_peak
     before = status_kib("VmRSS:")
     t0 = now
     result = fn.call(s, n)
-    finish_send(s, n) if side == "send"
+    finish_send(s, n) if %w[send smallsend].include?(side)
     dt = now - t0
     added = status_kib("VmHWM:") - before
     align = -1
@@ -166,7 +174,8 @@ $stdin.each_line do |line|
   case cmd[0]
   when "list"
     puts [RECV.keys.map { "#{_1}:recv" }, SEND.keys.map { "#{_1}:send" },
-          MSG.keys.map { "#{_1}:msg" }, RPC.keys.map { "#{_1}:rpc" }].flatten.join(" ")
+          MSG.keys.map { "#{_1}:msg" }, RPC.keys.map { "#{_1}:rpc" },
+          SMALLSEND.keys.map { "#{_1}:smallsend" }].flatten.join(" ")
   when "pid" then puts Process.pid
   when "sink"
     $sink_extra = cmd[1..].join(" ")
