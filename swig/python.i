@@ -8,17 +8,17 @@
  * typemaps can't express what the socket module's conventions need: the
  * socket's own timeout and its TLS check, a bytes result allocated at its
  * final size and filled without the GIL, exceptions that carry the bytes
- * moved, and recv_into/send as METH_FASTCALL functions with a def's
- * keywords (event loops call them once per message); nor can they express
- * the Receiver and Sender types.
+ * moved, and recv_into/send (and recvall/sendall, which try once with
+ * the GIL held) as METH_FASTCALL functions (event loops and protocols call
+ * them once per message); nor can they express the Receiver and Sender
+ * types.
  *
  * Every function's first argument is SOCK, so its typemap declares the one
  * per-call record (`call`, which SWIG names `call1`) that the later typemaps
  * fill in and read.
  *
  * Build with `swig -threads`: every wrapper keeps the GIL (%nothread) except
- * the transfers, which release it once around the whole core call. recvall
- * allocates its result with the GIL held and so releases it itself.
+ * the transfers, which release it once around the whole core call.
  */
 %module(package="fastsock") _fastsock
 
@@ -105,15 +105,15 @@
 
 /* The GIL stays held except across the transfers. */
 %nothread;
-%thread fastsock_recvall;
-%thread fastsock_sendall;
+%thread fastsock_recvall; /* recvall_into */
 %thread fastsock_sendfile;
 %thread fastsock_recvfile;
 
-/* Written by hand above (fastsock_py_methods). With their parameter lists,
+/* Written by hand (py_calls.c's fastsock_py_methods). With their parameter lists,
  * these outrank the interface's plain %renames. */
 %ignore fastsock_recv(int, void *, size_t, size_t, size_t, int, fastsock_ctl *);
 %ignore fastsock_send(int, const void *, size_t, size_t, size_t, fastsock_ctl *);
+%ignore fastsock_sendall(int, const void *, size_t, size_t, size_t, fastsock_ctl *);
 
 %include "fastsock.i"
 

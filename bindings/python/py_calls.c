@@ -165,6 +165,62 @@ static PyObject *fastsock_py_recv_into(PyObject *self, PyObject *const *args, Py
     return result;
 }
 
+/* The core's first-try limit: beyond it a send with the GIL held could copy
+ * megabytes into the socket while other threads wait. */
+#define FASTSOCK_PY_TRY_BYTES ((size_t)64 * 1024)
+
+static fastsock_py_params fastsock_py_sendall_params = {
+    "sendall", 5, 2, 0, { "sock", "data", "offset", "count", "timeout" }, { NULL }
+};
+
+/* sendall's C part (the package's def gives it its signature). A small
+ * range the socket has room for goes in one send with the GIL held: the
+ * core's own first try would make the same send after the GIL's release,
+ * which costs more than the send (bench/run.py, 64-byte sends). */
+static PyObject *fastsock_py_sendall(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                     PyObject *kwnames)
+{
+    (void)self;
+    const char *fn = "sendall";
+    PyObject *arg[FASTSOCK_PY_MAX_PARAMS]; /* sock, data, offset, count, timeout */
+    if (fastsock_py_parse(&fastsock_py_sendall_params, args, nargs, kwnames, arg) < 0)
+        return NULL;
+    fastsock_py_call call = FASTSOCK_PY_CALL_INIT;
+    Py_buffer view = { 0 };
+    PyObject *result = NULL;
+    int fd;
+    if (fastsock_py_range(arg[0], arg[1], 0, arg[2], arg[3], fn, &fd, &view, &call) == 0 &&
+        fastsock_py_ctl(arg[4] ? arg[4] : Py_Ellipsis, &call, fn) == 0) {
+        size_t len = (size_t)view.len, first = 0;
+        size_t n = call.count == FASTSOCK_ALL && call.offset <= len ? len - call.offset : call.count;
+        fastsock_result rc = 0;
+        if (call.offset <= len && n <= len - call.offset && n > 0 && n <= FASTSOCK_PY_TRY_BYTES) {
+            fastsock_ctl now = FASTSOCK_CTL_INIT;
+            now.timeout_ms = 0;
+            rc = fastsock_send(fd, view.buf, len, call.offset, n, &now);
+            if (rc > 0)
+                first = (size_t)rc;
+        }
+        if (rc < 0 && rc != -EAGAIN) {
+            call.ctl.moved = 0; /* the error of a send that moved nothing */
+        } else if (first == n && n > 0) {
+            call.ctl.moved = n;
+            rc = (fastsock_result)n;
+        } else {
+            size_t count = call.count == FASTSOCK_ALL && first == 0 ? FASTSOCK_ALL : n - first;
+            Py_BEGIN_ALLOW_THREADS
+            rc = fastsock_sendall(fd, view.buf, len, call.offset + first, count, &call.ctl);
+            Py_END_ALLOW_THREADS
+            call.ctl.moved += first;
+            if (rc >= 0)
+                rc = (fastsock_result)call.ctl.moved;
+        }
+        result = fastsock_py_result(rc, &call, fn);
+    }
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyObject *fastsock_py_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                   PyObject *kwnames)
 {
@@ -192,6 +248,9 @@ static PyObject *fastsock_py_send(PyObject *self, PyObject *const *args, Py_ssiz
 /* The documentation the package's defs had; the first line is the
  * signature inspect and help() show. */
 static PyMethodDef fastsock_py_methods[] = {
+    { "sendall", (PyCFunction)(void (*)(void))fastsock_py_sendall, METH_FASTCALL | METH_KEYWORDS,
+      "sendall($module, sock, data, offset=0, count=None, timeout=..., /)\n--\n\n"
+      "fastsock.sendall's C part: timeout Ellipsis is the socket's own." },
     { "recvall", (PyCFunction)(void (*)(void))fastsock_py_recvall, METH_FASTCALL | METH_KEYWORDS,
       "recvall($module, sock, n, timeout=..., /)\n--\n\n"
       "fastsock.recvall's C part: timeout Ellipsis is the socket's own." },
@@ -255,7 +314,8 @@ int fastsock_py_init(PyObject *m)
     if (fastsock_py_args_init() < 0 || fastsock_py_errors_init() < 0 ||
         fastsock_py_intern_params(&fastsock_py_recv_into_params) < 0 ||
         fastsock_py_intern_params(&fastsock_py_send_params) < 0 ||
-        fastsock_py_intern_params(&fastsock_py_recvall_params) < 0)
+        fastsock_py_intern_params(&fastsock_py_recvall_params) < 0 ||
+        fastsock_py_intern_params(&fastsock_py_sendall_params) < 0)
         return -1;
     if (fastsock_py_add_functions(m, fastsock_py_methods) < 0 || fastsock_py_protocol_init(m) < 0)
         return -1;
