@@ -628,6 +628,17 @@ static fastsock_result send_loop(int fd, const char *p, size_t n, int blocking,
     return 0;
 }
 
+fastsock_result fastsock_sendall_try(int fd, const void *data, size_t len, size_t offset,
+                                     size_t count, fastsock_ctl *ctl)
+{
+    size_t n;
+    ctl->moved = 0;
+    fastsock_result rc = fastsock__check_range(len, offset, count, &n);
+    if (rc < 0)
+        return rc;
+    return first_try(fd, (char *)data + offset, n, 0, ctl);
+}
+
 fastsock_result fastsock_sendall(int fd, const void *data, size_t len,
                                  size_t offset, size_t count, fastsock_ctl *ctl)
 {

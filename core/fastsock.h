@@ -124,6 +124,16 @@ fastsock_result fastsock_sendall(int fd, const void *data, size_t len,
                                  size_t offset, size_t count, fastsock_ctl *ctl);
 
 /*
+ * sendall's first try alone, as fastsock_recvall_try is recvall's: with
+ * count up to 64 KiB, one non-blocking send (never SIGPIPE; beyond 64 KiB,
+ * nothing). Returns 1 when all count bytes went, 0 when not all did
+ * (ctl->moved did: finish with fastsock_sendall from offset + ctl->moved),
+ * or the error that came instead (-EPIPE...), with ctl->moved exact.
+ */
+fastsock_result fastsock_sendall_try(int fd, const void *data, size_t len, size_t offset,
+                                     size_t count, fastsock_ctl *ctl);
+
+/*
  * Send count bytes of file, from byte offset, with sendfile(2) where the
  * kernel can, else by read and send. count FASTSOCK_ALL, or a count beyond the
  * end, sends to the end of the file. Returns the bytes sent.

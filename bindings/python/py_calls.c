@@ -165,10 +165,6 @@ static PyObject *fastsock_py_recv_into(PyObject *self, PyObject *const *args, Py
     return result;
 }
 
-/* The core's first-try limit: beyond it a send with the GIL held could copy
- * megabytes into the socket while other threads wait. */
-#define FASTSOCK_PY_TRY_BYTES ((size_t)64 * 1024)
-
 static fastsock_py_params fastsock_py_sendall_params = {
     "sendall", 5, 2, 0, { "sock", "data", "offset", "count", "timeout" }, { NULL }
 };
@@ -191,30 +187,18 @@ static PyObject *fastsock_py_sendall(PyObject *self, PyObject *const *args, Py_s
     int fd;
     if (fastsock_py_range(arg[0], arg[1], 0, arg[2], arg[3], fn, &fd, &view, &call) == 0 &&
         fastsock_py_ctl(arg[4] ? arg[4] : Py_Ellipsis, &call, fn) == 0) {
-        size_t len = (size_t)view.len, first = 0;
-        size_t n = call.count == FASTSOCK_ALL && call.offset <= len ? len - call.offset : call.count;
-        fastsock_result rc = 0;
-        if (call.offset <= len && n <= len - call.offset && n > 0 && n <= FASTSOCK_PY_TRY_BYTES) {
-            fastsock_ctl now = FASTSOCK_CTL_INIT;
-            now.timeout_ms = 0;
-            rc = fastsock_send(fd, view.buf, len, call.offset, n, &now);
-            if (rc > 0)
-                first = (size_t)rc;
-        }
-        if (rc < 0 && rc != -EAGAIN) {
-            call.ctl.moved = 0; /* the error of a send that moved nothing */
-        } else if (first == n && n > 0) {
-            call.ctl.moved = n;
-            rc = (fastsock_result)n;
-        } else {
-            size_t count = call.count == FASTSOCK_ALL && first == 0 ? FASTSOCK_ALL : n - first;
+        size_t len = (size_t)view.len;
+        fastsock_result rc = fastsock_sendall_try(fd, view.buf, len, call.offset, call.count, &call.ctl);
+        if (rc == 0) {
+            size_t first = call.ctl.moved;
+            size_t count = call.count == FASTSOCK_ALL ? FASTSOCK_ALL : call.count - first;
             Py_BEGIN_ALLOW_THREADS
             rc = fastsock_sendall(fd, view.buf, len, call.offset + first, count, &call.ctl);
             Py_END_ALLOW_THREADS
             call.ctl.moved += first;
-            if (rc >= 0)
-                rc = (fastsock_result)call.ctl.moved;
         }
+        if (rc >= 0)
+            rc = (fastsock_result)call.ctl.moved;
         result = fastsock_py_result(rc, &call, fn);
     }
     PyBuffer_Release(&view);

@@ -257,23 +257,16 @@ void fastsock_rb__run(fastsock_rb_call *c)
         }
         /* A fastsock_recvall finishing it counts the try's recv itself. */
         tried = fastsock_recvall_cycles();
-    } else if (c->op == FASTSOCK_RB_SENDALL && c->count <= ((size_t)64 << 10) &&
-               c->offset <= c->len && c->count <= c->len - c->offset) {
+    } else if (c->op == FASTSOCK_RB_SENDALL) {
         /* A small sendall the socket has room for: one send with the GVL
          * held, for the same reason. */
         fastsock_ctl now = FASTSOCK_CTL_INIT;
-        now.timeout_ms = 0;
-        fastsock_result rc = fastsock_send(c->fd, c->base, c->len, c->offset, c->count, &now);
-        if (rc < 0 && rc != -EAGAIN) {
-            c->rc = rc;
-            return;
-        }
-        size_t sent = rc > 0 ? (size_t)rc : 0;
-        c->total += sent;
-        c->offset += sent;
-        c->count -= sent;
-        if (c->count == 0) {
-            c->rc = (fastsock_result)c->total;
+        fastsock_result rc = fastsock_sendall_try(c->fd, c->base, c->len, c->offset, c->count, &now);
+        c->total += now.moved;
+        c->offset += now.moved;
+        c->count -= now.moved;
+        if (rc != 0) {
+            c->rc = rc < 0 ? rc : (fastsock_result)c->total;
             return;
         }
     }

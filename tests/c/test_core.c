@@ -811,8 +811,16 @@ static void test_recvall_try(void)
     CHECK(write(sv[1], "zw", 2) == 2);
     CHECK(fastsock_recvall(sv[0], buf, sizeof buf, 8, 2, &ctl) == 2 && fastsock_recvall_cycles() == 1);
     CHECK(fastsock_recvall_try(sv[0], buf, sizeof buf, 0, 17, &ctl) == FASTSOCK_ECOUNT);
+    /* sendall's try: all of a small range in one send, a range beyond the
+     * data refused, a gone peer an error (never SIGPIPE). */
+    CHECK(fastsock_sendall_try(sv[0], "hello", 5, 1, 3, &ctl) == 1 && ctl.moved == 3);
+    char got[3];
+    CHECK(read(sv[1], got, 3) == 3 && memcmp(got, "ell", 3) == 0);
+    CHECK(fastsock_sendall_try(sv[0], "hello", 5, 3, 3, &ctl) == FASTSOCK_ECOUNT && ctl.moved == 0);
     close(sv[1]);
     CHECK(fastsock_recvall_try(sv[0], buf, sizeof buf, 0, 4, &ctl) == FASTSOCK_EOF && ctl.moved == 0);
+    fastsock_result gone = fastsock_sendall_try(sv[0], "x", 1, 0, 1, &ctl);
+    CHECK((gone == -EPIPE || gone == -ECONNRESET) && ctl.moved == 0);
     close(sv[0]);
 }
 
