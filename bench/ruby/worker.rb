@@ -157,6 +157,13 @@ def run(name, n)
       raise "#{name}: got #{result&.bytesize} of #{n}" unless result && result.bytesize >= n
 
       align = Fiddle::Pointer[result].to_i % 4096 if n.positive?
+      # A fresh result goes now, not when GC.start finds it dead: Ruby's GC
+      # scans the machine stack conservatively, and a stale copy of this
+      # VALUE there kept one route's 256 MiB alive through the next route's
+      # transfer, which then faulted in memory the VM's host had taken back
+      # (fastsock_recvall after readpartial_loop: 310-430 MB/s against
+      # read(n)'s 1,600-1,900, every round).
+      result.clear unless result.equal?(OUTBUF) || result.equal?(REUSED)
     end
     [dt, added * 1024, align]
   ensure
