@@ -5,6 +5,8 @@
 -- Speaks the driver's line protocol on stdin/stdout (see bench/README.md).
 local socket = require "socket"
 local fastsock = require "fastsock"
+-- recv/send, one system call each: the native route (bench/lua/rawsock.c)
+local raw = require "fastsock_bench.rawsock"
 
 local CHUNK = 64 * 1024
 
@@ -96,6 +98,14 @@ local VARIANTS = {
       local got = 0
       while got < n do got = got + #check(s:receive(64)) end
     end },
+  { "raw_recv_64", "msg", function(s, n)
+      local got, recv, fd = 0, raw.recv, s:getfd()
+      while got < n do got = got + #check(recv(fd, 64)) end
+    end },
+  { "fastsock_recvall_64", "msg", function(s, n)
+      local got, recvall = 0, fastsock.recvall
+      while got < n do got = got + #check(recvall(s, 64)) end
+    end },
   { "fastsock_recv_into_64", "msg", function(s, n)
       local got, recv_into = 0, fastsock.recv_into
       while got < n do got = got + check(recv_into(s, SMALL, 64)) end
@@ -103,6 +113,10 @@ local VARIANTS = {
   { "send_64", "smallsend", function(s, n)
       local chunk = DATA:sub(1, 64)
       for _ = 1, n // 64 do check(s:send(chunk)) end
+    end },
+  { "raw_send_64", "smallsend", function(s, n)
+      local chunk, send, fd = DATA:sub(1, 64), raw.send, s:getfd()
+      for _ = 1, n // 64 do check(send(fd, chunk)) end
     end },
   { "fastsock_sendall_64", "smallsend", function(s, n)
       local chunk, sendall = DATA:sub(1, 64), fastsock.sendall

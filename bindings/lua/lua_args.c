@@ -56,6 +56,21 @@ void fastsock_lua_verify_sock(lua_State *L, int idx, int fd)
         not_a_socket(L, idx, ENOTSOCK);
 }
 
+/* The metatable of the last object getfd() was asked of: the same class
+ * again (a server's sockets) skips the file and buffer tests: a quarter of
+ * the instructions a 64-byte sendall took. */
+static const char getfd_class_key = 0;
+
+static int same_class_as_last_getfd(lua_State *L, int idx)
+{
+    if (!lua_getmetatable(L, idx))
+        return 0;
+    int same = lua_rawgetp(L, LUA_REGISTRYINDEX, &getfd_class_key) == LUA_TTABLE &&
+               lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return same;
+}
+
 /*
  * The fd behind a socket argument: a LuaSocket object (getfd), an io file
  * handle (inetd and systemd hand sockets over as stdin/stdout) or an integer
@@ -77,22 +92,26 @@ int fastsock_lua_check_sock(lua_State *L, int idx, int receiving, int verify)
             return luaL_argerror(L, idx, "not a file descriptor");
         break;
     case LUA_TUSERDATA: {
-        luaL_Stream *stream = luaL_testudata(L, idx, LUA_FILEHANDLE);
-        if (stream != NULL) {
-            if (stream->closef == NULL)
-                return luaL_argerror(L, idx, "file handle is closed");
-            if (receiving && fastsock_lua_stdio_has_readahead(stream->f))
-                return luaL_argerror(L, idx, "file handle holds buffered input; read it first");
-            fflush(stream->f); /* what was written through stdio goes first */
-            fd = fileno(stream->f);
-            break;
+        if (!same_class_as_last_getfd(L, idx)) {
+            luaL_Stream *stream = luaL_testudata(L, idx, LUA_FILEHANDLE);
+            if (stream != NULL) {
+                if (stream->closef == NULL)
+                    return luaL_argerror(L, idx, "file handle is closed");
+                if (receiving && fastsock_lua_stdio_has_readahead(stream->f))
+                    return luaL_argerror(L, idx, "file handle holds buffered input; read it first");
+                fflush(stream->f); /* what was written through stdio goes first */
+                fd = fileno(stream->f);
+                break;
+            }
+            /* Duck-typed like LuaSocket's own helpers: anything with getfd(),
+             * whose metatable lets us index it. */
+            if (luaL_testudata(L, idx, FASTSOCK_LUA_BUFFER_MT) != NULL ||
+                luaL_getmetafield(L, idx, "__index") == LUA_TNIL)
+                return luaL_typeerror(L, idx, SOCK_TYPES);
+            lua_pop(L, 1);
+            if (lua_getmetatable(L, idx))
+                lua_rawsetp(L, LUA_REGISTRYINDEX, &getfd_class_key);
         }
-        /* Duck-typed like LuaSocket's own helpers: anything with getfd(),
-         * whose metatable lets us index it. */
-        if (luaL_testudata(L, idx, FASTSOCK_LUA_BUFFER_MT) != NULL ||
-            luaL_getmetafield(L, idx, "__index") == LUA_TNIL)
-            return luaL_typeerror(L, idx, SOCK_TYPES);
-        lua_pop(L, 1);
         if (!call_method(L, idx, "getfd"))
             return luaL_typeerror(L, idx, SOCK_TYPES);
         fd = lua_tointegerx(L, -1, &isint); /* LuaSocket returns a float */
@@ -126,6 +145,8 @@ void fastsock_lua_raise_if_not_socket(lua_State *L, int idx, fastsock_result rc)
 
 const char *fastsock_lua_check_data(lua_State *L, int idx, size_t *len)
 {
+    if (lua_type(L, idx) == LUA_TSTRING)
+        return lua_tolstring(L, idx, len);
     fastsock_lua_buf *b = fastsock_lua_test_buffer(L, idx);
     if (b != NULL) {
         *len = b->len;

@@ -22,6 +22,8 @@
 #include <string.h>
 
 #define HUGE_PAGE ((size_t)2 * 1024 * 1024)
+/* recvall receives up to this many bytes on the C stack. */
+#define SMALL_RECVALL ((size_t)1024)
 
 typedef fastsock_lua_call call;
 
@@ -105,34 +107,53 @@ void fastsock_lua_push_bytes(lua_State *L, const char *p, size_t n)
  * @return the string, or `nil, err, partial` (the bytes received) */
 int fastsock_lua_recvall(lua_State *L)
 {
-    int fd = fastsock_lua_check_sock(L, 1, 1, 1);
+    int fd = fastsock_lua_check_sock(L, 1, 1, 0);
     lua_Integer n = luaL_checkinteger(L, 2);
     luaL_argcheck(L, n >= 0, 2, "negative size");
     int64_t timeout_ms = fastsock_lua_check_timeout(L, 3, 0);
     fastsock_lua_check_unclaimed(L, fd, FASTSOCK_WANT_READ, 1);
     enum fastsock_lua_waitmode mode = fastsock_lua_waitmode(L);
-    if (mode != WAIT_BLOCK) {
+    if (mode != WAIT_BLOCK || n == 0) {
+        /* No system call below to tell (n == 0), or a wait registered before
+         * the first one: ask the fd itself. */
+        fastsock_lua_verify_sock(L, 1, fd);
+        if (n == 0) {
+            lua_pushliteral(L, "");
+            return 1;
+        }
         lua_settop(L, 3);
         return fastsock_lua_recvall_stepped(L, fd, n, timeout_ms, mode);
     }
     call c;
     fastsock_lua_call_init(&c, L, timeout_ms);
-    /* Lua 5.4 can't hand out a string to be filled, so the bytes land in a
-     * scratch buffer and are copied once into the result (the contract's
-     * one unavoidable copy); the scratch goes at once, not at the next GC. */
-    int fresh;
-    fastsock_lua_buf *scratch = fastsock_lua_scratch_push(L, (size_t)n, &fresh);
-    if (scratch == NULL)
-        return fastsock_lua_nomem(L, "recvall", n, errno);
-    /* Memory malloc recycled: a walk over present pages. Fresh memory: huge
-     * pages, faulted in at once. */
-    fastsock_advise_fresh(scratch->data, (size_t)n);
-    fastsock_result rc = fastsock_recvall(fd, scratch->data, (size_t)n, 0, (size_t)n, &c.ctl);
-    int scratch_idx = lua_gettop(L);
-    fastsock_lua_push_bytes(L, (const char *)scratch->data, c.ctl.moved);
-    fastsock_lua_scratch_done(L, scratch_idx);
+    fastsock_result rc;
+    if ((size_t)n <= SMALL_RECVALL) {
+        /* A header or a length prefix: the C stack is scratch enough, and a
+         * userdata plus malloc per call cost more than the recv. */
+        char small[SMALL_RECVALL];
+        rc = fastsock_recvall(fd, small, (size_t)n, 0, (size_t)n, &c.ctl);
+        lua_pushlstring(L, small, c.ctl.moved);
+    } else {
+        /* Lua 5.4 can't hand out a string to be filled, so the bytes land in
+         * a scratch buffer and are copied once into the result (the
+         * contract's one unavoidable copy); the scratch goes at once, not at
+         * the next GC. */
+        int fresh;
+        fastsock_lua_buf *scratch = fastsock_lua_scratch_push(L, (size_t)n, &fresh);
+        if (scratch == NULL)
+            return fastsock_lua_nomem(L, "recvall", n, errno);
+        /* Memory malloc recycled: a walk over present pages. Fresh memory:
+         * huge pages, faulted in at once. */
+        fastsock_advise_fresh(scratch->data, (size_t)n);
+        rc = fastsock_recvall(fd, scratch->data, (size_t)n, 0, (size_t)n, &c.ctl);
+        int scratch_idx = lua_gettop(L);
+        fastsock_lua_push_bytes(L, (const char *)scratch->data, c.ctl.moved);
+        fastsock_lua_scratch_done(L, scratch_idx);
+    }
     if (rc >= 0)
         return 1;
+    if (c.ctl.moved == 0) /* the first system call's answer: the fd is no socket */
+        fastsock_lua_raise_if_not_socket(L, 1, rc);
     return fastsock_lua_fail_with_top(L, rc);
 }
 
@@ -141,7 +162,7 @@ int fastsock_lua_recvall(lua_State *L)
  * @return n, or `nil, err, count` */
 int fastsock_lua_recvall_into(lua_State *L)
 {
-    int fd = fastsock_lua_check_sock(L, 1, 1, 1);
+    int fd = fastsock_lua_check_sock(L, 1, 1, 0);
     fastsock_lua_buf *b = fastsock_lua_check_buffer(L, 2);
     size_t count = fastsock_lua_opt_count(L, 3);
     size_t offset = fastsock_lua_opt_start(L, 4);
@@ -149,6 +170,7 @@ int fastsock_lua_recvall_into(lua_State *L)
     fastsock_lua_check_unclaimed(L, fd, FASTSOCK_WANT_READ, 1);
     enum fastsock_lua_waitmode mode = fastsock_lua_waitmode(L);
     if (mode != WAIT_BLOCK) {
+        fastsock_lua_verify_sock(L, 1, fd); /* a wait may register it before any system call */
         lua_settop(L, 5);
         return fastsock_lua_recvall_into_stepped(L, fd, 2, offset, count, timeout_ms, mode);
     }
@@ -156,6 +178,10 @@ int fastsock_lua_recvall_into(lua_State *L)
     fastsock_lua_call_init(&c, L, timeout_ms);
     fastsock_result rc = fastsock_recvall(fd, b->data, b->len, offset, count, &c.ctl);
     fastsock_lua_check_range(L, rc, 4, 3);
+    if (rc == 0)
+        fastsock_lua_verify_sock(L, 1, fd); /* nothing asked: no system call told */
+    if (c.ctl.moved == 0)
+        fastsock_lua_raise_if_not_socket(L, 1, rc);
     if (rc >= 0) {
         lua_pushinteger(L, rc);
         return 1;
@@ -300,7 +326,7 @@ int fastsock_lua_send(lua_State *L)
  * @return the index of the last byte sent, or `nil, err, last` */
 int fastsock_lua_sendall(lua_State *L)
 {
-    int fd = fastsock_lua_check_sock(L, 1, 0, 1);
+    int fd = fastsock_lua_check_sock(L, 1, 0, 0);
     size_t len;
     const char *data = fastsock_lua_check_data(L, 2, &len);
     lua_Integer start;
@@ -308,18 +334,22 @@ int fastsock_lua_sendall(lua_State *L)
     int nonempty = fastsock_lua_send_range(L, 3, len, &start, &offset, &count);
     int64_t timeout_ms = fastsock_lua_check_timeout(L, 5, 0);
     if (!nonempty) {
+        fastsock_lua_verify_sock(L, 1, fd); /* no system call below to tell */
         lua_pushinteger(L, start - 1);
         return 1;
     }
     fastsock_lua_check_unclaimed(L, fd, FASTSOCK_WANT_WRITE, 1);
     enum fastsock_lua_waitmode mode = fastsock_lua_waitmode(L);
     if (mode != WAIT_BLOCK) {
+        fastsock_lua_verify_sock(L, 1, fd); /* a wait may register it before any system call */
         lua_settop(L, 5);
         return fastsock_lua_sendall_stepped(L, fd, 2, start, offset, count, timeout_ms, mode);
     }
     call c;
     fastsock_lua_call_init(&c, L, timeout_ms);
     fastsock_result rc = fastsock_sendall(fd, data, len, offset, count, &c.ctl);
+    if (c.ctl.moved == 0)
+        fastsock_lua_raise_if_not_socket(L, 1, rc);
     if (rc >= 0) {
         lua_pushinteger(L, start - 1 + rc);
         return 1;

@@ -152,6 +152,22 @@ test("what a socket argument may be", function()
   t:close()
   expect_error("bad argument #2 to '[%w.]*sendall' %(string or fastsock.buffer expected", fastsock.sendall,
                socket.tcp4(), {})
+
+  -- fastsock remembers the class of the last socket it asked getfd() of;
+  -- other kinds of argument after one are still told apart.
+  local e = common.request(server, "echo")
+  assert(fastsock.sendall(e, "ab") == 2)
+  expect_error("bad argument #1 to '[%w.]*sendall' %(socket", fastsock.sendall, fastsock.buffer(1), "x")
+  f = io.tmpfile()
+  expect_error("bad argument #1 to '[%w.]*sendall' %(not a socket%)", fastsock.sendall, f, "x")
+  f:close()
+  t = socket.tcp4()
+  assert(select(2, fastsock.sendall(t, "x")) ~= nil, "an unconnected socket sent")
+  t:close()
+  assert(fastsock.sendall(e, "cd") == 2)
+  assert(fastsock.recvall(e, 4) == "abcd")
+  e:close()
+  expect_error("bad argument #1 to '[%w.]*sendall' %(socket is closed%)", fastsock.sendall, e, "x")
 end)
 
 test("sendfile: handles and paths", function()
