@@ -544,19 +544,31 @@ def targets(results, sizes, syscalls):
             break
         r = paired(results, (lang, NATIVE_MSG[lang], "msg"), (lang, FASTSOCK_MSG[lang], "msg"), msg_n)
         add(f"{lang} 64-byte recv: fastsock per-call cost / native", r, 1.25, le=True)
-    for lang, native in (("python", "recv_waitall_64"), ("ruby", "recv_waitall_64"), ("lua", "raw_recv_64")):
+    if msg_n is not None:
+        r = paired(results, ("lua", "raw_recv_64", "msg"), ("lua", "fastsock_recv_into_64_fd", "msg"), msg_n)
+        add("lua 64-byte recv given sock:getfd(): fastsock per-call cost / native", r, 1.25, le=True)
+    for lang, native, v in (("python", "recv_waitall_64", "fastsock_recvall_64"),
+                            ("ruby", "recv_waitall_64", "fastsock_recvall_64"),
+                            ("lua", "raw_recv_64", "fastsock_recvall_64"),
+                            ("lua", "raw_recv_64", "fastsock_recvall_64_fd")):
         if msg_n is None:
             break
-        r = paired(results, (lang, native, "msg"), (lang, "fastsock_recvall_64", "msg"), msg_n)
-        call = "recv(64)" if lang == "lua" else "recv(64, MSG_WAITALL)"
-        add(f"{lang} recvall of 64 bytes: fastsock per-call cost / {call}", r, 1.1, le=True)
+        r = paired(results, (lang, native, "msg"), (lang, v, "msg"), msg_n)
+        call = "one recv(2) (lua/rawsock.c)" if lang == "lua" else "recv(64, MSG_WAITALL)"
+        given = " given sock:getfd()" if v.endswith("_fd") else ""
+        add(f"{lang} recvall of 64 bytes{given}: fastsock per-call cost / {call}", r, 1.1, le=True)
     small_n = max((k[3] for k in results if k[2] == "smallsend"), default=None)
-    for lang, native in (("python", "sendall_64"), ("ruby", "write_64"), ("lua", "raw_send_64"),
-                         ("lua", "send_64")):
+    for lang, native, v in (("python", "sendall_64", "fastsock_sendall_64"),
+                            ("ruby", "write_64", "fastsock_sendall_64"),
+                            ("lua", "raw_send_64", "fastsock_sendall_64"),
+                            ("lua", "raw_send_64", "fastsock_sendall_64_fd"),
+                            ("lua", "send_64", "fastsock_sendall_64")):
         if small_n is None:
             break
-        r = paired(results, (lang, native, "smallsend"), (lang, "fastsock_sendall_64", "smallsend"), small_n)
-        add(f"{lang} sendall of 64 bytes: fastsock per-call cost / {native[:-3]}", r, 1.1, le=True)
+        r = paired(results, (lang, native, "smallsend"), (lang, v, "smallsend"), small_n)
+        label = "one send(2) (lua/rawsock.c)" if native == "raw_send_64" else native[:-3]
+        given = " given sock:getfd()" if v.endswith("_fd") else ""
+        add(f"{lang} sendall of 64 bytes{given}: fastsock per-call cost / {label}", r, 1.1, le=True)
     for lang in ("python", "ruby", "lua"):
         for n in RPC_SIZES:
             best = best_of(results, lang, RPC_IDIOMS[lang], "rpc", n)

@@ -110,6 +110,16 @@ local VARIANTS = {
       local got, recv_into = 0, fastsock.recv_into
       while got < n do got = got + check(recv_into(s, SMALL, 64)) end
     end },
+  -- The same calls given sock:getfd(): without LuaSocket's getfd() and
+  -- dirty() method calls per message (docs/lua.md).
+  { "fastsock_recv_into_64_fd", "msg", function(s, n)
+      local got, recv_into, fd = 0, fastsock.recv_into, s:getfd()
+      while got < n do got = got + check(recv_into(fd, SMALL, 64)) end
+    end },
+  { "fastsock_recvall_64_fd", "msg", function(s, n)
+      local got, recvall, fd = 0, fastsock.recvall, s:getfd()
+      while got < n do got = got + #check(recvall(fd, 64)) end
+    end },
   { "send_64", "smallsend", function(s, n)
       local chunk = DATA:sub(1, 64)
       for _ = 1, n // 64 do check(s:send(chunk)) end
@@ -121,6 +131,10 @@ local VARIANTS = {
   { "fastsock_sendall_64", "smallsend", function(s, n)
       local chunk, sendall = DATA:sub(1, 64), fastsock.sendall
       for _ = 1, n // 64 do check(sendall(s, chunk)) end
+    end },
+  { "fastsock_sendall_64_fd", "smallsend", function(s, n)
+      local chunk, sendall, fd = DATA:sub(1, 64), fastsock.sendall, s:getfd()
+      for _ = 1, n // 64 do check(sendall(fd, chunk)) end
     end },
   { "rpc_receive", "rpc", function(s, n)
       return rpc(s, n, function(c, k) return check(c:receive(k)) end)
