@@ -597,7 +597,6 @@ fastsock_result fastsock_send(int fd, const void *data, size_t len,
     return rc;
 }
 
-/* Sends p[0, n) on a socket prepared by the caller; ctl->moved grows. */
 /* A blocking send hands the kernel at most this much per call. Over
  * loopback on Linux 6.18, one send() of 256 MiB ran at 0.6x the speed of
  * the same bytes in 1 MiB calls into a reader taking 1 MiB a call, and at
@@ -607,6 +606,7 @@ fastsock_result fastsock_send(int fd, const void *data, size_t len,
  * only once the send buffer is full or half a window has queued. */
 #define FASTSOCK__SEND_STEP ((size_t)1 << 20)
 
+/* Sends p[0, n) on a socket prepared by the caller; ctl->moved grows. */
 static fastsock_result send_loop(int fd, const char *p, size_t n, int blocking,
                                  blocking_session *s, const deadline *d,
                                  fastsock_ctl *ctl)
