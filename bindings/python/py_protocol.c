@@ -236,24 +236,39 @@ static int fastsock_py_split_ends(Py_buffer *hay, Py_buffer *sep, uint64_t **end
 static fastsock_py_params fastsock_py_split_params = {
     "split", 2, 2, 0, { "buf", "sep" }, { NULL }
 };
+static fastsock_py_params fastsock_py_split_offsets_params = {
+    "split_offsets", 2, 2, 0, { "buf", "sep" }, { NULL }
+};
+
+/* split's and split_offsets' arguments, and where their fields end; *buf is
+ * the buffer argument (borrowed). */
+static int fastsock_py_split_args(fastsock_py_params *params, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames, PyObject **buf, Py_buffer *hay, Py_buffer *sep,
+                                  uint64_t **ends, size_t *count)
+{
+    PyObject *arg[FASTSOCK_PY_MAX_PARAMS]; /* buf, sep */
+    if (fastsock_py_parse(params, args, nargs, kwnames, arg) < 0)
+        return -1;
+    *buf = arg[0];
+    if (fastsock_py_search_args(arg[0], arg[1], hay, sep, params->fn, "sep") < 0)
+        return -1;
+    return fastsock_py_split_ends(hay, sep, ends, count);
+}
 
 static PyObject *fastsock_py_split(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                    PyObject *kwnames)
 {
     (void)self;
-    PyObject *arg[FASTSOCK_PY_MAX_PARAMS]; /* buf, sep */
-    if (fastsock_py_parse(&fastsock_py_split_params, args, nargs, kwnames, arg) < 0)
-        return NULL;
     Py_buffer hay = { 0 }, sep = { 0 };
-    PyObject *view = NULL, *list = NULL;
+    PyObject *buf, *view = NULL, *list = NULL;
     uint64_t *ends = NULL;
     size_t count = 0;
-    if (fastsock_py_search_args(arg[0], arg[1], &hay, &sep, "split", "sep") < 0 ||
-        fastsock_py_split_ends(&hay, &sep, &ends, &count) < 0)
+    if (fastsock_py_split_args(&fastsock_py_split_params, args, nargs, kwnames, &buf, &hay, &sep,
+                               &ends, &count) < 0)
         goto done;
     /* The fields are slices of one view of buf: each holds the buffer (not a
      * copy), and offsets are bytes whatever buf's item size. */
-    view = PyMemoryView_FromObject(arg[0]);
+    view = PyMemoryView_FromObject(buf);
     if (view == NULL)
         goto done;
     Py_buffer *vb = PyMemoryView_GET_BUFFER(view);
@@ -286,15 +301,12 @@ static PyObject *fastsock_py_split_offsets(PyObject *self, PyObject *const *args
                                            PyObject *kwnames)
 {
     (void)self;
-    PyObject *arg[FASTSOCK_PY_MAX_PARAMS]; /* buf, sep */
-    if (fastsock_py_parse(&fastsock_py_split_params, args, nargs, kwnames, arg) < 0)
-        return NULL;
     Py_buffer hay = { 0 }, sep = { 0 };
-    PyObject *array = NULL;
+    PyObject *buf, *array = NULL;
     uint64_t *ends = NULL;
     size_t count = 0;
-    if (fastsock_py_search_args(arg[0], arg[1], &hay, &sep, "split_offsets", "sep") < 0 ||
-        fastsock_py_split_ends(&hay, &sep, &ends, &count) < 0)
+    if (fastsock_py_split_args(&fastsock_py_split_offsets_params, args, nargs, kwnames, &buf, &hay, &sep,
+                               &ends, &count) < 0)
         goto done;
     /* array('Q') has no C API: frombytes copies the ends in once. */
     array = PyObject_CallFunction(fastsock_py_array_type, "s", "Q");
@@ -672,6 +684,7 @@ int fastsock_py_protocol_init(PyObject *m)
     if (fastsock_py_intern_params(&fastsock_py_sendallv_params) < 0 ||
         fastsock_py_intern_params(&fastsock_py_find_params) < 0 ||
         fastsock_py_intern_params(&fastsock_py_split_params) < 0 ||
+        fastsock_py_intern_params(&fastsock_py_split_offsets_params) < 0 ||
         fastsock_py_intern_params(&fastsock_py_readuntil_params) < 0 ||
         fastsock_py_intern_params(&fastsock_py_reader_recvall_params) < 0 ||
         fastsock_py_intern_params(&fastsock_py_reader_recvall_into_params) < 0)

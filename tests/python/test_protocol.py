@@ -468,6 +468,13 @@ class FindSplitTest(unittest.TestCase):
             fastsock.split(memoryview(b"abcd")[::2], b"b")
         with self.assertRaises(TypeError):
             fastsock.split(b"ab", None)
+        # Each names itself in its argument errors.
+        with self.assertRaisesRegex(TypeError, r"^split\(\) missing 1 required positional argument: 'sep'"):
+            fastsock.split(b"ab")
+        with self.assertRaisesRegex(TypeError, r"^split_offsets\(\) missing 1 required positional argument: 'sep'"):
+            fastsock.split_offsets(b"ab")
+        with self.assertRaisesRegex(TypeError, r"^split_offsets\(\) got an unexpected keyword argument 'x'"):
+            fastsock.split_offsets(b"ab", b"a", x=1)
 
 
 class SignatureTest(unittest.TestCase):
