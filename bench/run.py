@@ -538,37 +538,28 @@ def targets(results, sizes, syscalls):
                            else "yes" if ok else "**no**")
                 lines.append(f"| {lang} {v}: recv calls per 16 MiB (blocking C: {base[0]}) | "
                              f"{c[0]} (+{c[1]} polls) | <= {base[0]} + 2 | {verdict} |")
-    msg_n = max((k[3] for k in results if k[2] == "msg"), default=None)
-    for lang in LANGS:
-        if msg_n is None:
-            break
-        r = paired(results, (lang, NATIVE_MSG[lang], "msg"), (lang, FASTSOCK_MSG[lang], "msg"), msg_n)
-        add(f"{lang} 64-byte recv: fastsock per-call cost / native", r, 1.25, le=True)
-    if msg_n is not None:
-        r = paired(results, ("lua", "raw_recv_64", "msg"), ("lua", "fastsock_recv_into_64_fd", "msg"), msg_n)
-        add("lua 64-byte recv given sock:getfd(): fastsock per-call cost / native", r, 1.25, le=True)
-    for lang, native, v in (("python", "recv_waitall_64", "fastsock_recvall_64"),
-                            ("ruby", "recv_waitall_64", "fastsock_recvall_64"),
-                            ("lua", "raw_recv_64", "fastsock_recvall_64"),
-                            ("lua", "raw_recv_64", "fastsock_recvall_64_fd")):
-        if msg_n is None:
-            break
-        r = paired(results, (lang, native, "msg"), (lang, v, "msg"), msg_n)
-        call = "one recv(2) (lua/rawsock.c)" if lang == "lua" else "recv(64, MSG_WAITALL)"
+    # Small calls: (what, side, lang, native route, its name here, fastsock route, bar).
+    raw_recv, raw_send = "one recv(2) (lua/rawsock.c)", "one send(2) (lua/rawsock.c)"
+    small_calls = [("64-byte recv", "msg", lang, NATIVE_MSG[lang], "native", FASTSOCK_MSG[lang], 1.25)
+                   for lang in LANGS] + [
+        ("64-byte recv", "msg", "lua", "raw_recv_64", "native", "fastsock_recv_into_64_fd", 1.25),
+        ("recvall of 64 bytes", "msg", "python", "recv_waitall_64", "recv(64, MSG_WAITALL)", "fastsock_recvall_64", 1.1),
+        ("recvall of 64 bytes", "msg", "ruby", "recv_waitall_64", "recv(64, MSG_WAITALL)", "fastsock_recvall_64", 1.1),
+        ("recvall of 64 bytes", "msg", "lua", "raw_recv_64", raw_recv, "fastsock_recvall_64", 1.1),
+        ("recvall of 64 bytes", "msg", "lua", "raw_recv_64", raw_recv, "fastsock_recvall_64_fd", 1.1),
+        ("sendall of 64 bytes", "smallsend", "python", "sendall_64", "sendall", "fastsock_sendall_64", 1.1),
+        ("sendall of 64 bytes", "smallsend", "ruby", "write_64", "write", "fastsock_sendall_64", 1.1),
+        ("sendall of 64 bytes", "smallsend", "lua", "raw_send_64", raw_send, "fastsock_sendall_64", 1.1),
+        ("sendall of 64 bytes", "smallsend", "lua", "raw_send_64", raw_send, "fastsock_sendall_64_fd", 1.1),
+        ("sendall of 64 bytes", "smallsend", "lua", "send_64", "send", "fastsock_sendall_64", 1.1),
+    ]
+    for what, side, lang, native, name, v, bar in small_calls:
+        n = max((k[3] for k in results if k[2] == side), default=None)
+        if n is None:
+            continue
         given = " given sock:getfd()" if v.endswith("_fd") else ""
-        add(f"{lang} recvall of 64 bytes{given}: fastsock per-call cost / {call}", r, 1.1, le=True)
-    small_n = max((k[3] for k in results if k[2] == "smallsend"), default=None)
-    for lang, native, v in (("python", "sendall_64", "fastsock_sendall_64"),
-                            ("ruby", "write_64", "fastsock_sendall_64"),
-                            ("lua", "raw_send_64", "fastsock_sendall_64"),
-                            ("lua", "raw_send_64", "fastsock_sendall_64_fd"),
-                            ("lua", "send_64", "fastsock_sendall_64")):
-        if small_n is None:
-            break
-        r = paired(results, (lang, native, "smallsend"), (lang, v, "smallsend"), small_n)
-        label = "one send(2) (lua/rawsock.c)" if native == "raw_send_64" else native[:-3]
-        given = " given sock:getfd()" if v.endswith("_fd") else ""
-        add(f"{lang} sendall of 64 bytes{given}: fastsock per-call cost / {label}", r, 1.1, le=True)
+        add(f"{lang} {what}{given}: fastsock per-call cost / {name}",
+            paired(results, (lang, native, side), (lang, v, side), n), bar, le=True)
     for lang in ("python", "ruby", "lua"):
         for n in RPC_SIZES:
             best = best_of(results, lang, RPC_IDIOMS[lang], "rpc", n)
