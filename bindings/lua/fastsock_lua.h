@@ -91,9 +91,9 @@ fastsock_lua_buf *fastsock_lua_test_buffer(lua_State *L, int idx);
 int fastsock_lua_check_sock(lua_State *L, int idx, int receiving, int verify);
 /* An argument error unless fd is an open socket. */
 void fastsock_lua_verify_sock(lua_State *L, int idx, int fd);
-/* After a call on an unverified fd: check_sock's argument errors for EBADF
- * and ENOTSOCK. */
-void fastsock_lua_raise_if_not_socket(lua_State *L, int idx, fastsock_result rc);
+/* After a call on an unverified fd that moved `moved` bytes: check_sock's
+ * argument errors for EBADF and ENOTSOCK, when nothing moved. */
+void fastsock_lua_raise_if_not_socket(lua_State *L, int idx, fastsock_result rc, size_t moved);
 /* Bytes to send: a string (or number) or a buffer. */
 const char *fastsock_lua_check_data(lua_State *L, int idx, size_t *len);
 /* A count: absent or nil is FASTSOCK_ALL. */

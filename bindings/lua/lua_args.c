@@ -137,9 +137,12 @@ int fastsock_lua_check_sock(lua_State *L, int idx, int receiving, int verify)
     return (int)fd;
 }
 
-void fastsock_lua_raise_if_not_socket(lua_State *L, int idx, fastsock_result rc)
+void fastsock_lua_raise_if_not_socket(lua_State *L, int idx, fastsock_result rc, size_t moved)
 {
-    if (rc < 0 && fastsock_classify(rc) == FASTSOCK_KIND_BADSOCK)
+    /* Only the first system call speaks for the argument: after bytes have
+     * moved, an EBADF (another coroutine closed it) is an error that reports
+     * them, not an argument error that would lose them. */
+    if (rc < 0 && moved == 0 && fastsock_classify(rc) == FASTSOCK_KIND_BADSOCK)
         not_a_socket(L, idx, (int)-rc);
 }
 

@@ -152,8 +152,7 @@ int fastsock_lua_recvall(lua_State *L)
     }
     if (rc >= 0)
         return 1;
-    if (c.ctl.moved == 0) /* the first system call's answer: the fd is no socket */
-        fastsock_lua_raise_if_not_socket(L, 1, rc);
+    fastsock_lua_raise_if_not_socket(L, 1, rc, c.ctl.moved);
     return fastsock_lua_fail_with_top(L, rc);
 }
 
@@ -180,8 +179,7 @@ int fastsock_lua_recvall_into(lua_State *L)
     fastsock_lua_check_range(L, rc, 4, 3);
     if (rc == 0)
         fastsock_lua_verify_sock(L, 1, fd); /* nothing asked: no system call told */
-    if (c.ctl.moved == 0)
-        fastsock_lua_raise_if_not_socket(L, 1, rc);
+    fastsock_lua_raise_if_not_socket(L, 1, rc, c.ctl.moved);
     if (rc >= 0) {
         lua_pushinteger(L, rc);
         return 1;
@@ -251,7 +249,7 @@ static int recv_into_k(lua_State *L, int status, lua_KContext ctx)
             }
         }
         fastsock_lua_check_range(L, rc, 4, 3);
-        fastsock_lua_raise_if_not_socket(L, 1, rc);
+        fastsock_lua_raise_if_not_socket(L, 1, rc, c.ctl.moved);
         /* rc >= 0 means the range held, so len - offset is the count "all" meant. */
         size_t asked = count == FASTSOCK_ALL ? b->len - offset : count;
         if (rc > 0 || (rc == 0 && asked == 0)) {
@@ -304,7 +302,7 @@ static int send_k(lua_State *L, int status, lua_KContext ctx)
                 rc = -ETIMEDOUT;
             }
         }
-        fastsock_lua_raise_if_not_socket(L, 1, rc);
+        fastsock_lua_raise_if_not_socket(L, 1, rc, c.ctl.moved);
         if (rc >= 0) {
             lua_pushinteger(L, start - 1 + rc);
             return 1;
@@ -348,8 +346,7 @@ int fastsock_lua_sendall(lua_State *L)
     call c;
     fastsock_lua_call_init(&c, L, timeout_ms);
     fastsock_result rc = fastsock_sendall(fd, data, len, offset, count, &c.ctl);
-    if (c.ctl.moved == 0)
-        fastsock_lua_raise_if_not_socket(L, 1, rc);
+    fastsock_lua_raise_if_not_socket(L, 1, rc, c.ctl.moved);
     if (rc >= 0) {
         lua_pushinteger(L, start - 1 + rc);
         return 1;
