@@ -241,34 +241,28 @@ void fastsock_rb__run(fastsock_rb_call *c)
         if (c->rc != -EAGAIN || c->timeout_ms == 0)
             return;
         c->poll_first = c->op == FASTSOCK_RB_READUNTIL;
-    } else if (c->op == FASTSOCK_RB_RECVALL) {
+    } else if (c->op == FASTSOCK_RB_RECVALL || c->op == FASTSOCK_RB_SENDALL) {
         /* The same for a small recvall whose bytes are there (a length
-         * prefix, a header): the core's own first try would make the same
-         * recv after the GVL's release, which costs more than the recv. */
+         * prefix, a header) or a small sendall the socket has room for: the
+         * core's own first try would make the same system call after the
+         * GVL's release, which costs more than the call. */
+        int receiving = c->op == FASTSOCK_RB_RECVALL;
         fastsock_ctl now = FASTSOCK_CTL_INIT;
-        fastsock_result rc = fastsock_recvall_try(c->fd, c->base, c->len, c->offset, c->count, &now);
+        fastsock_result rc = receiving
+            ? fastsock_recvall_try(c->fd, c->base, c->len, c->offset, c->count, &now)
+            : fastsock_sendall_try(c->fd, c->base, c->len, c->offset, c->count, &now);
         c->total += now.moved;
         c->offset += now.moved;
         c->count -= now.moved;
         if (rc != 0) {
-            cycles += fastsock_recvall_cycles();
+            if (receiving)
+                cycles += fastsock_recvall_cycles();
             c->rc = rc < 0 ? rc : (fastsock_result)c->total;
             return;
         }
         /* A fastsock_recvall finishing it counts the try's recv itself. */
-        tried = fastsock_recvall_cycles();
-    } else if (c->op == FASTSOCK_RB_SENDALL) {
-        /* A small sendall the socket has room for: one send with the GVL
-         * held, for the same reason. */
-        fastsock_ctl now = FASTSOCK_CTL_INIT;
-        fastsock_result rc = fastsock_sendall_try(c->fd, c->base, c->len, c->offset, c->count, &now);
-        c->total += now.moved;
-        c->offset += now.moved;
-        c->count -= now.moved;
-        if (rc != 0) {
-            c->rc = rc < 0 ? rc : (fastsock_result)c->total;
-            return;
-        }
+        if (receiving)
+            tried = fastsock_recvall_cycles();
     }
     /* A call that never waits has nothing to ask a scheduler. */
     if (c->timeout_ms != 0)
